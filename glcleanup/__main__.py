@@ -1,0 +1,3 @@
+from glcleanup.cli import main
+
+main()

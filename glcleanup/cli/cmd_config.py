@@ -1,0 +1,29 @@
+"""`glcleanup config`: show the resolved settings and where the token came from (redacted)."""
+
+from __future__ import annotations
+
+from glcleanup.cli import app
+from glcleanup.cli.common import command, emit_json, emit_table, wants_json
+from glcleanup.settings import Settings
+
+
+@command(app, "config")
+def config(settings: Settings) -> int:
+    """Show the settings glcleanup would use (the token is never shown)."""
+    doc = {
+        "url": settings.url,
+        "token": "set" if settings.token else None,
+        "token_source": settings.token_source,
+        "gitlab_section": settings.gitlab_section,
+        "rails_host": settings.rails_host,
+        "rails_runner": settings.rails_runner,
+        "registry_host": settings.registry_host,
+        "registry_url": settings.registry_url,
+        "ssh_key": settings.ssh_key,
+        "known_hosts": settings.known_hosts,
+    }
+    if wants_json(settings):
+        emit_json(doc)
+    else:
+        emit_table([{"setting": k, "value": v} for k, v in doc.items()], ["setting", "value"])
+    return 0

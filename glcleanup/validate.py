@@ -1,0 +1,49 @@
+"""Input validation against GitLab's own path rules, before anything is contacted.
+
+GitLab's `Gitlab::PathRegex`: a namespace or project path segment starts with a letter,
+digit or underscore, continues with letters, digits, `_`, `-` and `.`, must not end in
+`.git` or `.atom`, and must not contain `..` or start/end with a special character.
+We validate strictly (ASCII only) so unicode look-alikes are refused, not normalised.
+"""
+
+from __future__ import annotations
+
+import re
+
+from glcleanup.errors import UsageError
+
+MAX_FULL_PATH = 255
+_SEGMENT = re.compile(r"\A[A-Za-z0-9_](?:[A-Za-z0-9_.\-]*[A-Za-z0-9_\-])?\Z")
+
+
+def project_path(value: str) -> str:
+    """Return a valid `group/sub/project` full path, or raise UsageError (exit 2)."""
+    if not isinstance(value, str) or not value:
+        raise UsageError("project path is empty")
+    shown = value.encode("unicode_escape").decode("ascii")[:80]
+    if len(value) > MAX_FULL_PATH:
+        raise UsageError(f"project path is longer than {MAX_FULL_PATH} characters: {shown}...")
+    if not value.isascii():
+        raise UsageError(f"project path has non-ASCII characters (look-alikes are refused): {shown}")
+    segments = value.split("/")
+    if len(segments) < 2:
+        raise UsageError(f"project path must be NAMESPACE/PROJECT, got: {shown}")
+    for seg in segments:
+        if ".." in seg or not _SEGMENT.match(seg) or seg.endswith((".git", ".atom")):
+            raise UsageError(f"not a valid GitLab project path: {shown}")
+    return value
+
+
+def group_path(value: str) -> str:
+    """Like project_path, but a single top-level segment is allowed."""
+    if value and "/" not in value and value.isascii() and _SEGMENT.match(value) and ".." not in value:
+        return value
+    return project_path(value)
+
+
+def repository_id(value: str | int) -> int:
+    """A container repository id: a positive integer, nothing else."""
+    text = str(value)
+    if not text.isdigit() or not text.isascii() or len(text) > 18 or int(text) <= 0:
+        raise UsageError(f"repository id must be a positive integer, got: {text[:40]!r}")
+    return int(text)
