@@ -12,6 +12,7 @@ import inspect
 import json
 import sys
 import traceback
+import typing
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from enum import Enum
 from typing import Annotated, Any, TypeVar
@@ -73,7 +74,9 @@ def command(app: typer.Typer, name: str | None = None, **kwargs: Any) -> Callabl
 
     def decorate(fn: F) -> F:
         sig = inspect.signature(fn)
-        own = [p for p in sig.parameters.values() if p.name != "settings"]
+        hints = typing.get_type_hints(fn, include_extras=True)  # resolve `from __future__` strings
+        own = [p.replace(annotation=hints.get(p.name, p.annotation))
+               for p in sig.parameters.values() if p.name != "settings"]
         extra = [
             inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY,
                               annotation=Annotated[ann, opt], default=_DEFAULTS.get(n))

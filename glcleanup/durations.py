@@ -1,0 +1,29 @@
+"""Durations as admins type them: 90s, 15m, 2h, 1d, 1h30m; `all` means no limit."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+
+from glcleanup.errors import UsageError
+
+_PART = re.compile(r"(\d+)([smhd])")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+
+
+def parse_duration(text: str, *, allow_all: bool = False) -> timedelta | None:
+    """Parse `15m`-style durations; None for `all` when allowed; UsageError otherwise."""
+    value = text.strip().lower()
+    if allow_all and value == "all":
+        return None
+    if value.isdigit():
+        value += "m"
+    if not value or _PART.sub("", value):
+        raise UsageError(f"invalid duration {text!r}: use forms like 90s, 15m, 2h, 1d" +
+                         (" or all" if allow_all else ""))
+    total = timedelta()
+    for amount, unit in _PART.findall(value):
+        total += timedelta(**{_UNITS[unit]: int(amount)})
+    if total <= timedelta():
+        raise UsageError(f"duration must be positive: {text!r}")
+    return total

@@ -1,0 +1,64 @@
+# glcleanup prelude: sent ahead of every bundled script on the runner's stdin.
+#
+# Input:  ARGV.last is the parameters: JSON, zlib-deflated, base64 (data, never code).
+# Output: exactly one line "GLCLEANUP-RESULT:<json>" on stdout, after whatever Rails printed
+#         while booting. {"ok":true,"result":...} or {"ok":false,"error":{"kind","class","message"}}.
+require "json"
+require "base64"
+require "zlib"
+
+module Glcleanup
+  MARKER = "GLCLEANUP-RESULT:"
+
+  # A failure the script means to report (not found, refused), as opposed to a crash.
+  class Refusal < StandardError
+    attr_reader :kind
+
+    def initialize(kind, message)
+      @kind = kind
+      super(message)
+    end
+  end
+
+  def self.params
+    @params ||= begin
+      raw = ARGV.last
+      raw.nil? || raw.empty? ? {} : JSON.parse(Zlib::Inflate.inflate(Base64.strict_decode64(raw)))
+    end
+  end
+
+  def self.emit(document)
+    $stdout.flush
+    $stdout.write("\n#{MARKER}#{JSON.generate(document)}\n")
+    $stdout.flush
+  end
+
+  def self.refuse!(kind, message)
+    raise Refusal.new(kind, message)
+  end
+
+  # Runs the script body with the parameters; any exception becomes an error document and exit 1.
+  def self.main
+    emit({ "ok" => true, "result" => yield(params) })
+  rescue Refusal => e
+    emit({ "ok" => false, "error" => { "kind" => e.kind, "class" => e.class.name, "message" => e.message } })
+    exit 1
+  rescue StandardError, ScriptError => e
+    emit({ "ok" => false, "error" => { "kind" => "exception", "class" => e.class.name, "message" => e.message,
+                                       "backtrace" => Array(e.backtrace).first(8) } })
+    exit 1
+  end
+
+  # Values as the database holds them (timestamps at full precision), for journals and reports.
+  def self.raw_row(record)
+    record.attributes_before_type_cast.transform_values { |v| v.respond_to?(:iso8601) ? v.iso8601(6) : v }
+  end
+
+  def self.time(value)
+    value&.utc&.iso8601(6)
+  end
+
+  def self.version_info
+    { "version" => Gitlab::VERSION, "columns" => ContainerRepository.column_names }
+  end
+end

@@ -1,0 +1,64 @@
+# scan.rb: the exact deletion state of container repositories, read-only.
+#
+# Params: {"projects": [full_path, ...] (optional), "group": full_path (optional)}
+# Result: {"gitlab_version", "columns", "retry_cap", "repositories": [...], "cleanup_policies": [...]}
+#   repositories: rows whose status is delete_scheduled, delete_ongoing or delete_failed.
+#   cleanup_policies: rows whose cleanup-policy run is scheduled, unfinished or ongoing (they loop too).
+Glcleanup.main do |params|
+  columns = ContainerRepository.column_names
+  retry_columns = columns.include?("failed_deletion_count") && columns.include?("next_delete_attempt_at")
+
+  scope = ContainerRepository.all
+  wanted = Array(params["projects"])
+  unless wanted.empty?
+    ids = wanted.map do |path|
+      project = Project.find_by_full_path(path)
+      Glcleanup.refuse!("not_found", "project not found: #{path}") if project.nil?
+      project.id
+    end
+    scope = scope.where(project_id: ids)
+  end
+  group = params["group"]
+  in_group = ->(repo) { group.nil? || repo.project.full_path.downcase.start_with?("#{group.downcase}/") }
+
+  describe = lambda do |repo|
+    row = {
+      "id" => repo.id,
+      "project_id" => repo.project_id,
+      "project" => repo.project.full_path,
+      "path" => repo.path.to_s,
+      "name" => repo.name,
+      "status" => repo.status,
+      "status_updated_at" => Glcleanup.time(repo.status_updated_at),
+      "delete_started_at" => Glcleanup.time(repo.delete_started_at),
+      "expiration_policy_cleanup_status" => repo.expiration_policy_cleanup_status,
+      "cleanup_policy_enabled" => repo.project.container_expiration_policy&.enabled ? true : false
+    }
+    if retry_columns
+      row["failed_deletion_count"] = repo.failed_deletion_count
+      row["next_delete_attempt_at"] = Glcleanup.time(repo.next_delete_attempt_at)
+    end
+    row
+  end
+
+  deleting = scope.where(status: %i[delete_scheduled delete_ongoing delete_failed]).order(:id).to_a
+  cleaning = scope.where(expiration_policy_cleanup_status: %i[cleanup_scheduled cleanup_unfinished cleanup_ongoing])
+                  .order(:id).to_a
+
+  info = Gitlab.version_info
+  cap = if info.major > 17 || (info.major == 17 && info.minor >= 6)
+          "native"
+        elsif retry_columns && Feature.enabled?(:set_delete_failed_container_repository)
+          "feature_flag"
+        else
+          "none"
+        end
+
+  {
+    "gitlab_version" => Gitlab::VERSION,
+    "columns" => columns,
+    "retry_cap" => cap,
+    "repositories" => deleting.select(&in_group).map(&describe),
+    "cleanup_policies" => cleaning.select(&in_group).map(&describe)
+  }
+end
