@@ -12,10 +12,9 @@ import hashlib
 import os
 import re
 import shlex
-import socket
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -44,13 +43,17 @@ class CommandResult:
         return self.stderr.decode("utf-8", "replace")
 
 
+OutputSink = Callable[[bytes], None]  # receives stdout chunks as they arrive
+
+
 class Host(Protocol):
     """The transport contract: run an argv with optional stdin, move files, close."""
 
     name: str
 
     def run(
-        self, argv: Sequence[str], stdin: bytes | None = None, timeout: float | None = DEFAULT_TIMEOUT
+        self, argv: Sequence[str], stdin: bytes | None = None, timeout: float | None = DEFAULT_TIMEOUT,
+        on_stdout: OutputSink | None = None,
     ) -> CommandResult: ...
 
     def put(self, data: bytes, path: str, mode: int = 0o644) -> None: ...
@@ -112,15 +115,18 @@ class LocalHost:
     name = "local"
 
     def run(
-        self, argv: Sequence[str], stdin: bytes | None = None, timeout: float | None = DEFAULT_TIMEOUT
+        self, argv: Sequence[str], stdin: bytes | None = None, timeout: float | None = DEFAULT_TIMEOUT,
+        on_stdout: OutputSink | None = None,
     ) -> CommandResult:
-        try:
-            proc = subprocess.run(list(argv), input=stdin or b"", capture_output=True, timeout=timeout)
-        except FileNotFoundError as exc:
-            raise ConnectError(f"command not found on local host: {argv[0]}") from exc
-        except subprocess.TimeoutExpired as exc:
-            raise ConnectError(f"local command timed out after {timeout:.0f} s: {argv[0]}") from exc
-        return CommandResult(proc.stdout, proc.stderr, proc.returncode)
+        if on_stdout is None:
+            try:
+                proc = subprocess.run(list(argv), input=stdin or b"", capture_output=True, timeout=timeout)
+            except FileNotFoundError as exc:
+                raise ConnectError(f"command not found on local host: {argv[0]}") from exc
+            except subprocess.TimeoutExpired as exc:
+                raise ConnectError(f"local command timed out after {timeout:.0f} s: {argv[0]}") from exc
+            return CommandResult(proc.stdout, proc.stderr, proc.returncode)
+        return _run_streaming(list(argv), stdin or b"", timeout, on_stdout)
 
     def put(self, data: bytes, path: str, mode: int = 0o644) -> None:
         target = Path(path)
@@ -215,7 +221,7 @@ class SSHHost:
                 hostname,
                 port=port,
                 username=user,
-                key_filename=key_files or None,
+                key_filename=key_files or None,  # type: ignore[arg-type]  # paramiko accepts a list
                 look_for_keys=not explicit,
                 allow_agent=not explicit,
                 timeout=self.options.connect_timeout,
@@ -259,18 +265,19 @@ class SSHHost:
 
     # -- Host contract -------------------------------------------------------------------
     def run(
-        self, argv: Sequence[str], stdin: bytes | None = None, timeout: float | None = DEFAULT_TIMEOUT
+        self, argv: Sequence[str], stdin: bytes | None = None, timeout: float | None = DEFAULT_TIMEOUT,
+        on_stdout: OutputSink | None = None,
     ) -> CommandResult:
         client = self._ensure()
         command = shlex.join(argv)
         try:
-            chan_in, chan_out, chan_err = client.exec_command(command, timeout=timeout)
+            chan_in, chan_out, _chan_err = client.exec_command(command, timeout=timeout)
             channel = chan_out.channel
             if stdin:
                 chan_in.write(stdin)
                 chan_in.flush()
             channel.shutdown_write()
-            out, err = _drain(channel, timeout)
+            out, err = _drain(channel, timeout, on_stdout)
             rc = channel.recv_exit_status()
         except (OSError, paramiko.SSHException, EOFError) as exc:
             self._client = None
@@ -315,7 +322,8 @@ class SSHHost:
         return int(getattr(packetizer, "_Packetizer__received_bytes", 0)) if packetizer else 0
 
 
-def _drain(channel: paramiko.Channel, timeout: float | None) -> tuple[bytes, bytes]:
+def _drain(channel: paramiko.Channel, timeout: float | None,
+           on_stdout: OutputSink | None = None) -> tuple[bytes, bytes]:
     """Read stdout and stderr together so neither pipe can fill and stall the remote."""
     out, err = bytearray(), bytearray()
     deadline = None if timeout is None else time.monotonic() + timeout
@@ -323,7 +331,10 @@ def _drain(channel: paramiko.Channel, timeout: float | None) -> tuple[bytes, byt
     while True:
         progressed = False
         if channel.recv_ready():
-            out += channel.recv(65536)
+            chunk = channel.recv(65536)
+            out += chunk
+            if on_stdout is not None and chunk:
+                on_stdout(chunk)
             progressed = True
         if channel.recv_stderr_ready():
             err += channel.recv_stderr(65536)
@@ -333,11 +344,13 @@ def _drain(channel: paramiko.Channel, timeout: float | None) -> tuple[bytes, byt
             while True:
                 try:
                     chunk = channel.recv(65536)
-                except socket.timeout:
+                except TimeoutError:
                     break
                 if not chunk:
                     break
                 out += chunk
+                if on_stdout is not None:
+                    on_stdout(chunk)
             while channel.recv_stderr_ready():
                 err += channel.recv_stderr(65536)
             break
@@ -349,6 +362,47 @@ def _drain(channel: paramiko.Channel, timeout: float | None) -> tuple[bytes, byt
                 raise ConnectError(f"remote command timed out after {timeout:.0f} s")
             time.sleep(0.005)
     return bytes(out), bytes(err)
+
+
+def _run_streaming(argv: list[str], stdin: bytes, timeout: float | None, on_stdout: OutputSink) -> CommandResult:
+    """subprocess with stdout handed over as it arrives (journals are written before changes land)."""
+    import threading
+
+    try:
+        proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    except FileNotFoundError as exc:
+        raise ConnectError(f"command not found on local host: {argv[0]}") from exc
+    err = bytearray()
+    out = bytearray()
+
+    def feed() -> None:
+        assert proc.stdin is not None
+        try:
+            proc.stdin.write(stdin)
+            proc.stdin.close()
+        except BrokenPipeError:
+            pass
+
+    def collect_err() -> None:
+        assert proc.stderr is not None
+        err.extend(proc.stderr.read())
+
+    threads = [threading.Thread(target=feed, daemon=True), threading.Thread(target=collect_err, daemon=True)]
+    for thread in threads:
+        thread.start()
+    assert proc.stdout is not None
+    deadline = None if timeout is None else time.monotonic() + timeout
+    stream = proc.stdout
+    while chunk := stream.read1(65536):  # type: ignore[attr-defined]
+        out += chunk
+        on_stdout(chunk)
+        if deadline is not None and time.monotonic() > deadline:
+            proc.kill()
+            raise ConnectError(f"local command timed out after {timeout:.0f} s: {argv[0]}")
+    rc = proc.wait()
+    for thread in threads:
+        thread.join(5)
+    return CommandResult(bytes(out), bytes(err), rc)
 
 
 def open_host(spec: str, options: SSHOptions | None = None) -> Host:

@@ -12,7 +12,7 @@ import base64
 import json
 import shlex
 import zlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -22,6 +22,8 @@ from glcleanup.hosts import Host, open_host
 from glcleanup.settings import Settings
 
 MARKER = b"GLCLEANUP-RESULT:"
+EVENT = b"GLCLEANUP-EVENT:"
+EventSink = Callable[[dict[str, Any]], None]
 RUNNER_TIMEOUT = 900.0  # a Rails boot alone can take 30-90 s on a small host
 MAX_PARAM_BYTES = 120_000  # one argv word; Linux allows 128 KiB
 
@@ -62,12 +64,38 @@ class RailsRunner:
             raise UsageError("--rails-runner is empty")
         return [*words, "-", encode_params(params)]
 
-    def run(self, script: str, params: Mapping[str, Any] | None = None) -> Any:
-        """Boot the runner once, run `script`, return its result (or raise a GlcleanupError)."""
+    def run(self, script: str, params: Mapping[str, Any] | None = None,
+            on_event: EventSink | None = None) -> Any:
+        """Boot the runner once, run `script`, return its result (or raise a GlcleanupError).
+
+        `on_event` receives each `Glcleanup.event` document the moment its line arrives,
+        so a caller can persist it (a journal) before the script goes on to change rows.
+        """
         argv = self.argv(params or {})
         self.boots += 1
-        result = self.host.run(argv, stdin=script_source(script), timeout=self.timeout)
+        sink = _EventSplitter(on_event) if on_event else None
+        result = self.host.run(argv, stdin=script_source(script), timeout=self.timeout,
+                               on_stdout=sink.feed if sink else None)
         return parse_output(result.stdout, result.stderr, result.exit_code, script)
+
+
+class _EventSplitter:
+    """Cuts the streamed stdout into lines and passes event documents on."""
+
+    def __init__(self, on_event: EventSink) -> None:
+        self.on_event = on_event
+        self.buffer = b""
+
+    def feed(self, chunk: bytes) -> None:
+        self.buffer += chunk
+        *lines, self.buffer = self.buffer.split(b"\n")
+        for line in lines:
+            if line.startswith(EVENT):
+                try:
+                    document = json.loads(line[len(EVENT):])
+                except json.JSONDecodeError:
+                    continue
+                self.on_event(document)
 
 
 def parse_output(stdout: bytes, stderr: bytes, exit_code: int, script: str = "script") -> Any:

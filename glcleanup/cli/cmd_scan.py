@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from typing import Annotated
 
 import typer
@@ -59,7 +60,7 @@ def render(report: ScanReport) -> None:
         info(f"warning: {warning}")
 
 
-def _progress():  # type: ignore[no-untyped-def]
+def _progress() -> Callable[[int, int | None], None]:
     """A rich progress callback on stderr: (done, total)."""
     from rich.console import Console
     from rich.progress import Progress

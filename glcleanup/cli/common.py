@@ -14,7 +14,7 @@ import sys
 import traceback
 import typing
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from enum import Enum
+from enum import StrEnum
 from typing import Annotated, Any, TypeVar
 
 import typer
@@ -26,7 +26,7 @@ from glcleanup.settings import Settings, redact, resolve
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-class Output(str, Enum):
+class Output(StrEnum):
     table = "table"
     json = "json"
 

@@ -9,6 +9,7 @@ require "zlib"
 
 module Glcleanup
   MARKER = "GLCLEANUP-RESULT:"
+  EVENT = "GLCLEANUP-EVENT:"
 
   # A failure the script means to report (not found, refused), as opposed to a crash.
   class Refusal < StandardError
@@ -30,6 +31,13 @@ module Glcleanup
   def self.emit(document)
     $stdout.flush
     $stdout.write("\n#{MARKER}#{JSON.generate(document)}\n")
+    $stdout.flush
+  end
+
+  # A progress document glcleanup acts on at once (e.g. writes the journal before any change).
+  # Raises if stdout is gone (connection cut), so nothing is changed without the caller hearing.
+  def self.event(document)
+    $stdout.write("\n#{EVENT}#{JSON.generate(document)}\n")
     $stdout.flush
   end
 

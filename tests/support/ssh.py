@@ -7,6 +7,7 @@ Each writes a known_hosts file with its host key so the client verifies it (no a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import subprocess
@@ -93,10 +94,8 @@ class AsyncSSHServer:
     def drop_connections(self) -> None:
         """Cut every open session and kill what it runs (a dropped link)."""
         for child in list(self._children):
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 child.kill()
-            except ProcessLookupError:
-                pass
 
     def stop(self) -> None:
         async def _close() -> None:
