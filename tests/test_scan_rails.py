@@ -4,9 +4,7 @@ locally, through a prefixed runner command (like `docker exec -i ...`), and over
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -77,7 +75,7 @@ def make_db(path: Path, version: str) -> dict[str, int]:
 def lab_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Path, str, dict[str, int]]]:
     db = tmp_path / "gitlab.sqlite3"
     ids = make_db(db, request.param)
-    yield db, request.param, ids
+    return db, request.param, ids
 
 
 @pytest.fixture
@@ -89,7 +87,7 @@ def runner_env(monkeypatch: pytest.MonkeyPatch, lab_db: tuple[Path, str, dict[st
 
 
 def test_scan_rb_reports_exact_state_locally(lab_db: tuple[Path, str, dict[str, int]], runner_env: Path) -> None:
-    db, version, ids = lab_db
+    _db, version, ids = lab_db
     runner = rails.RailsRunner(LocalHost(), f"{LAB_RAILS} runner")
     result = runner.run("scan", {})
     by_id = {r["id"]: r for r in result["repositories"]}
@@ -202,7 +200,8 @@ def test_scan_over_ssh_into_the_lab_runner(runner_env: Path, lab_db: tuple[Path,
             "--rails-runner", f"{LAB_RAILS} runner", "-o", "json"])
         assert result.exit_code == 1, result.output
         assert len(json.loads(result.stdout)["repositories"]) == 3
-        assert len(server.commands) == 1 and server.commands[0].startswith(f"{LAB_RAILS} runner - ")
+        assert len(server.commands) == 1
+        assert server.commands[0].startswith(f"{LAB_RAILS} runner - ")
         # unknown host key: refused, one line, exit 3, nothing ran
         (tmp_path / "empty").write_text("")
         refused = CliRunner().invoke(app, [
@@ -233,4 +232,3 @@ def test_parse_output_ignores_boot_noise() -> None:
     out = b"WARNING: something at boot\nGLCLEANUP-RESULT: not this\nmore noise\n" \
           b'GLCLEANUP-RESULT:{"ok":true,"result":{"a":1}}\n'
     assert rails.parse_output(out, b"", 0) == {"a": 1}
-    assert sys.version_info >= (3, 11) and os.sep == "/"
