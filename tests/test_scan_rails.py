@@ -15,58 +15,26 @@ from glcleanup import rails
 from glcleanup.cli import app
 from glcleanup.errors import GlcleanupError, NotFoundError, RunnerError
 from glcleanup.hosts import LocalHost, SSHHost, SSHOptions, parse_host
-from glcleanup.lab import schema
+from glcleanup.lab import schema, seed
 from tests.support.ssh import AsyncSSHServer, OpenSSHServer
 
 LAB_RAILS = Path(rails.__file__).parent / "lab" / "rails" / "gitlab-rails"
-NOW = "2026-11-29 01:02:03.123456"
-
-
-def _insert_project(conn: sqlite3.Connection, full_path: str, kind: str = "Group") -> int:
-    *ns_parts, name = full_path.split("/")
-    parent = None
-    for depth in range(len(ns_parts)):
-        ns_path = "/".join(ns_parts[: depth + 1])
-        row = conn.execute("SELECT source_id FROM routes WHERE source_type='Namespace' AND path=?",
-                           (ns_path,)).fetchone()
-        if row:
-            parent = row[0]
-            continue
-        cur = conn.execute(
-            "INSERT INTO namespaces(name, path, type, parent_id, created_at, updated_at) VALUES (?,?,?,?,?,?)",
-            (ns_parts[depth], ns_parts[depth], kind, parent, NOW, NOW))
-        parent = cur.lastrowid
-        conn.execute("INSERT INTO routes(source_id, source_type, path, name) VALUES (?,?,?,?)",
-                     (parent, "Namespace", ns_path, ns_path))
-    cur = conn.execute("INSERT INTO projects(name, path, namespace_id, created_at, updated_at) VALUES (?,?,?,?,?)",
-                       (name, name, parent, NOW, NOW))
-    pid = int(cur.lastrowid or 0)
-    conn.execute("INSERT INTO routes(source_id, source_type, path, name) VALUES (?,?,?,?)",
-                 (pid, "Project", full_path, full_path))
-    return pid
-
-
-def _insert_repo(conn: sqlite3.Connection, project_id: int, name: str, status: int | None,
-                 cleanup: int = 0) -> int:
-    cur = conn.execute(
-        "INSERT INTO container_repositories(project_id, name, created_at, updated_at, status, status_updated_at,"
-        " delete_started_at, expiration_policy_cleanup_status) VALUES (?,?,?,?,?,?,?,?)",
-        (project_id, name, NOW, NOW, status, NOW if status is not None else None,
-         NOW if status == 2 else None, cleanup))
-    return int(cur.lastrowid or 0)
-
-
 def make_db(path: Path, version: str) -> dict[str, int]:
+    """USER/REPO (personal) with a stuck, an ongoing and a normal repository; a group project with a
+    parked repository and one whose cleanup-policy run is unfinished."""
     schema.create(path, version)
     conn = schema.connect(path)
-    ids = {}
-    user_repo = _insert_project(conn, "USER/REPO", kind="User")
-    ids["stuck"] = _insert_repo(conn, user_repo, "", 0)
-    ids["ongoing"] = _insert_repo(conn, user_repo, "app", 2)
-    ids["fine"] = _insert_repo(conn, user_repo, "ok", None)
-    other = _insert_project(conn, "acme/platform/api")
-    ids["failed"] = _insert_repo(conn, other, "", 1)
-    ids["policy"] = _insert_repo(conn, other, "worker", None, cleanup=2)
+    user_repo = seed.create_project(conn, seed.create_user(conn, "USER"), "REPO")
+    other = seed.create_project(conn, seed.ensure_group(conn, "acme/platform"), "api")
+    ids = {
+        "stuck": seed.create_repository(conn, user_repo, "", "delete_scheduled"),
+        "ongoing": seed.create_repository(conn, user_repo, "app", "delete_ongoing"),
+        "fine": seed.create_repository(conn, user_repo, "ok"),
+        "failed": seed.create_repository(conn, other, "", "delete_failed"),
+        "policy": seed.create_repository(conn, other, "worker", cleanup_status="cleanup_unfinished"),
+    }
+    conn.execute("UPDATE container_repositories SET delete_started_at = '2026-11-29 01:02:03.123456' "
+                 "WHERE id = ?", (ids["ongoing"],))
     conn.close()
     return ids
 
