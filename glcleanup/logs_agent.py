@@ -1,0 +1,403 @@
+"""Registry-log reader that runs where the log is: locally, or shipped to the registry host.
+
+Standard library only and Python 3.7+ on purpose: over SSH this file's source is sent on stdin
+to the remote `python3 -` (a FIXED program; the path and window are argv data), so only a small
+JSON summary crosses the connection instead of gigabytes of log.
+
+What it reads (one line at a time, no format switch needed): docker json-file lines wrapping
+logrus text or JSON, logrus text, logrus JSON, the Apache-combined access log, svlogd `current`
+(TAI64N `@4000...` or ISO `YYYY-MM-DD_HH:MM:SS.fffff` labels), `journalctl -o cat`. Broken lines
+(NUL-filled holes after a truncate, cut lines, hand-copied stray spaces) are tolerated.
+
+Cost is proportional to the window: the newest entry is read from the tail, the window start is
+found by binary search on line timestamps (seeks), and only the window is scanned, with a
+bytes-level `DELETE` prefilter before any regex runs.
+"""
+
+from __future__ import annotations
+
+import calendar
+import collections
+import json
+import mmap
+import os
+import re
+import sys
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # aliases only for the checker: the remote python may be 3.7
+    from collections.abc import Callable
+
+    Reader = Callable[[int, int], bytes]
+    GroupKey = tuple[str, str, int, str]  # path, user agent, status, "app"|"access"
+    Buffer = bytes | mmap.mmap
+
+PROBE_BYTES = 8192
+SEEK_SLACK = 64 * 1024
+TAIL_LIMIT = 8 * 1024 * 1024
+CHUNK = 16 * 1024 * 1024
+
+_ISO = re.compile(rb"(\d{4})-(\d\d)-(\d\d)[T_ ](\d\d):(\d\d):(\d\d)(\.\d+)?(Z|[+-]\d\d:?\d\d)?")
+_CLF = re.compile(rb"\[(\d\d)/([A-Z][a-z]{2})/(\d{4}):(\d\d):(\d\d):(\d\d) ([+-]\d{4})\]")
+_TAI = re.compile(rb"@(4000[0-9a-f]{12})([0-9a-f]{8})")
+_MONTHS = {m: i + 1 for i, m in enumerate(
+    (b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov", b"Dec"))}
+_URI = re.compile(rb'/v2/([^\s"\\?]+?)/(?:manifests|blobs)/[^\s"\\?]+')
+_APP_METHOD = re.compile(rb"method\W{0,6}DELETE\b")
+_APP_STATUS = re.compile(rb"response\s?\.\s?status\W{0,6}(\d{3})")
+_APP_UA = re.compile(rb'useragent(?:\\?")?\s*[=:]\s*(?:\\?"((?:[^"\\]|\\\\)*)|([^\s"\\]+))')
+_ACCESS = re.compile(  # "/v2/<path>/<kind>/<ref>", status, user agent of an access-log DELETE
+    rb'"DELETE[ \t]+/v2/(\S+)[ \t]+HTTP/[\d.]+\\?"[ \t]*(\d{3})[ \t]+\S+[ \t]*\\?"[^"\n]*?"[ \t]*\\?"([^"\\\n]*)')
+_REPO = re.compile(r"\A(.+?)/(?:manifests|blobs)/")
+_base_cache: dict[tuple[bytes, ...], int] = {}
+
+
+def _tz_seconds(tz: bytes | None) -> int:
+    if not tz or tz == b"Z":
+        return 0
+    sign = -1 if tz[:1] == b"-" else 1
+    digits = tz[1:].replace(b":", b"")
+    return sign * (int(digits[:2]) * 3600 + int(digits[2:4]) * 60)
+
+
+def parse_time(line: bytes) -> float | None:
+    """Epoch seconds of a log line (first timestamp found), or None when it has none."""
+    if line[:1] == b"@":
+        tai = _TAI.match(line)
+        if tai:
+            return int(tai.group(1), 16) - (2**62 + 10) + int(tai.group(2), 16) / 1e9
+    iso = _ISO.search(line)
+    if iso:
+        year, mon, day, hh, mm, ss, frac, tz = iso.groups()
+        key = (year, mon, day, hh, mm, tz or b"Z")
+        base = _base_cache.get(key)
+        if base is None:
+            base = calendar.timegm((int(year), int(mon), int(day), int(hh), int(mm), 0)) - _tz_seconds(tz)
+            if len(_base_cache) > 4096:
+                _base_cache.clear()
+            _base_cache[key] = base
+        return base + int(ss) + (float(frac) if frac else 0.0)
+    clf = _CLF.search(line)
+    if clf:
+        day, mon_name, year, hh, mm, ss, tz = clf.groups()
+        month = _MONTHS.get(mon_name)
+        if month:
+            stamp = calendar.timegm((int(year), month, int(day), int(hh), int(mm), int(ss)))
+            return float(stamp - _tz_seconds(tz))
+    return None
+
+
+def parse_delete(line: bytes) -> tuple[str, str, int, str] | None:
+    """(repository path, user agent, status, kind) of a registry DELETE line, else None."""
+    uri = _URI.search(line)
+    if uri is None:
+        return None
+    path = uri.group(1).decode("utf-8", "replace")
+    if b"useragent" in line:
+        if not _APP_METHOD.search(line):
+            return None
+        status = _APP_STATUS.search(line)
+        if status is None:
+            return None
+        agent = _APP_UA.search(line)
+        ua = (agent.group(1) if agent.group(1) is not None else agent.group(2)) if agent else b""
+        return path, _unescape(ua), int(status.group(1)), "app"
+    access = _ACCESS.search(line)
+    if access is None:
+        return None
+    return path, _unescape(access.group(3)), int(access.group(2)), "access"
+
+
+def _repo(target: bytes) -> str | None:
+    """`user/repo` from `user/repo/manifests/latest` (None for other DELETE targets)."""
+    found = _REPO.match(_unescape(target))
+    return found.group(1) if found else None
+
+
+def _unescape(value: bytes) -> str:
+    return value.replace(b"\\\\", b"\\").decode("utf-8", "replace").strip()
+
+
+class Stats:
+    """Counts per (path, user agent, status, kind), plus what the window covered."""
+
+    def __init__(self) -> None:
+        self.groups: dict[GroupKey, list[float]] = {}  # [count, first, last]
+        self.delete_lines = 0
+        self.unparsed = 0
+        self.nul_bytes = 0
+        self.bytes_scanned = 0
+        self.past_start = False
+
+    def add(self, line: bytes, start: float | None) -> None:
+        if line[:1] == b"\x00" or line[-1:] == b"\x00":
+            before = len(line)
+            line = line.strip(b"\x00")
+            self.nul_bytes += before - len(line)
+        found = parse_delete(line)
+        if found is None:
+            if b"DELETE" in line and b"/v2/" in line:
+                self.unparsed += 1
+            return
+        when = parse_time(line)
+        if start is not None and when is not None and when < start:
+            return
+        self.delete_lines += 1
+        entry = self.groups.get(found)
+        if entry is None:
+            self.groups[found] = [1, when if when is not None else -1.0, when if when is not None else -1.0]
+            return
+        entry[0] += 1
+        if when is not None:
+            if entry[1] < 0 or when < entry[1]:
+                entry[1] = when
+            if when > entry[2]:
+                entry[2] = when
+
+    def scan(self, buf: Buffer, pos: int, end: int, start: float | None) -> None:
+        """Count the DELETEs in the complete lines of buf[pos:end] stamped >= start.
+
+        Fast path: when the access log is present (it logs every request), one `findall` over the
+        range counts them in C; per-line work is left for the window's first lines, the first and
+        last occurrence of each group, and app-only logs (logrus text or JSON). `buf` may be an
+        mmap, so nothing is copied.
+        """
+        self.bytes_scanned += end - pos
+        if start is not None and not self.past_start:
+            pos = self._head(buf, pos, end, start)
+        hits = _ACCESS.findall(buf, pos, end)
+        if hits:
+            self._add_access(buf, pos, end, hits)
+            return
+        find, rfind, add = buf.find, buf.rfind, self.add
+        at = find(b"DELETE", pos, end)
+        while at != -1:
+            begin = max(rfind(b"\n", pos, at) + 1, pos)
+            stop = find(b"\n", at, end)
+            stop = end if stop == -1 else stop
+            add(buf[begin:stop], None)
+            at = find(b"DELETE", stop, end)
+
+    def _head(self, buf: Buffer, pos: int, end: int, start: float) -> int:
+        """Drop lines stamped before the window start; returns where the window begins."""
+        while pos < end:
+            stop = buf.find(b"\n", pos, end)
+            stop = end if stop == -1 else stop
+            line = buf[pos:stop]
+            when = parse_time(line.strip(b"\x00"))
+            if when is not None and when >= start:
+                self.past_start = True
+                return pos
+            if b"DELETE" in line:
+                self.add(line, start)
+            pos = stop + 1
+        return end
+
+    def _add_access(self, buf: Buffer, pos: int, end: int, hits: list[tuple[bytes, bytes, bytes]]) -> None:
+        counts = collections.Counter(hits)
+        for hit, (first, last) in self._edges(buf, pos, end, set(counts)).items():
+            repo = _repo(hit[0])
+            if repo is None:
+                continue
+            self.delete_lines += counts[hit]
+            key = (repo, _unescape(hit[2]), int(hit[1]), "access")
+            entry = self.groups.setdefault(key, [0, -1.0, -1.0])
+            entry[0] += counts[hit]
+            if first is not None and (entry[1] < 0 or first < entry[1]):
+                entry[1] = first
+            if last is not None and last > entry[2]:
+                entry[2] = last
+
+    @staticmethod
+    def _edges(buf: Buffer, pos: int, end: int, keys: set[tuple[bytes, bytes, bytes]]
+               ) -> dict[tuple[bytes, bytes, bytes], tuple[float | None, float | None]]:
+        """Time of the first and last line of each group, searching from both ends only."""
+        first: dict[tuple[bytes, ...], float | None] = {}
+        for match in _ACCESS.finditer(buf, pos, end):
+            if match.groups() not in first:
+                first[match.groups()] = _time_at(buf, match.start(), pos, end)
+                if len(first) == len(keys):
+                    break
+        last: dict[tuple[bytes, ...], float | None] = {}
+        size = 64 * 1024
+        while len(last) < len(keys):
+            begin = max(pos, end - size)
+            begin = max(buf.rfind(b"\n", pos, begin) + 1, pos) if begin > pos else pos
+            found = {match.groups(): match.start() for match in _ACCESS.finditer(buf, begin, end)}
+            for key, at in found.items():
+                if key not in last:
+                    last[key] = _time_at(buf, at, pos, end)
+            if begin == pos:
+                break
+            size *= 4
+        return {k: (first.get(k), last.get(k)) for k in keys}
+
+    def to_json(self) -> list[list[Any]]:
+        return [[k[0], k[1], k[2], k[3], int(v[0]), v[1], v[2]] for k, v in self.groups.items()]
+
+
+def _time_at(buf: Buffer, at: int, pos: int, end: int) -> float | None:
+    begin = max(buf.rfind(b"\n", pos, at) + 1, pos)
+    stop = buf.find(b"\n", at, end)
+    return parse_time(buf[begin:stop if stop != -1 else end].strip(b"\x00"))
+
+
+def _stamp_after(read: Reader, offset: int, size: int) -> float | None:
+    """Timestamp of the first complete line after `offset` (None in a NUL hole or garbage)."""
+    want = PROBE_BYTES
+    while True:
+        buf = read(offset, min(want, size - offset))
+        if not buf:
+            return None
+        lines = buf.split(b"\n")
+        if offset > 0:
+            lines = lines[1:]
+        for line in lines[:-1] if offset + len(buf) < size else lines:
+            when = parse_time(line.strip(b"\x00"))
+            if when is not None:
+                return when
+        if offset + len(buf) >= size or want >= 1024 * 1024 or not buf.strip(b"\x00"):
+            return None
+        want *= 4
+
+
+def newest_time(read: Reader, size: int) -> float | None:
+    """The newest entry's time, read backwards from the end (a cut last line is skipped)."""
+    step, end = 64 * 1024, size
+    carry = b""
+    while end > 0 and size - end < TAIL_LIMIT:
+        begin = max(0, end - step)
+        buf = read(begin, end - begin) + carry
+        lines = buf.split(b"\n")
+        carry = lines[0] if begin > 0 else b""
+        for line in reversed(lines[1:] if begin > 0 else lines):
+            when = parse_time(line.strip(b"\x00"))
+            if when is not None:
+                return when
+        end = begin
+    return None
+
+
+def window_offset(read: Reader, size: int, start: float) -> int:
+    """An offset at most SEEK_SLACK before the first line stamped >= start (binary search)."""
+    lo, hi = 0, size
+    while hi - lo > SEEK_SLACK:
+        mid = (lo + hi) // 2
+        when = _stamp_after(read, mid, size)
+        if when is None or when < start:
+            lo = mid
+        else:
+            hi = mid
+    return lo
+
+
+class Counter:
+    """Wraps a reader to count the bytes it read (tests assert seeking stays cheap)."""
+
+    def __init__(self, read: Reader) -> None:
+        self.read_fn = read
+        self.bytes_read = 0
+
+    def __call__(self, offset: int, length: int) -> bytes:
+        data = self.read_fn(offset, length)
+        self.bytes_read += len(data)
+        return data
+
+
+def analyze(read: Reader, size: int, since: float | None, view: Buffer | None = None) -> dict[str, Any]:
+    """Summarise the window (`since` seconds before the newest entry; None = whole file).
+
+    `read(offset, n)` serves the probes; `view` (an mmap of the whole file) lets the scan run on
+    the mapped pages without copying, otherwise the window is read in CHUNK-sized pieces.
+    """
+    counter = Counter(read)
+    newest = newest_time(counter, size)
+    start: float | None = None
+    offset = 0
+    if since is not None and newest is not None:
+        start = newest - since
+        offset = window_offset(counter, size, start)
+    oldest = _stamp_after(counter, offset, size) if offset else _first_stamp(counter, size)
+    if start is not None and oldest is not None and oldest < start:
+        oldest = start
+    stats = Stats()
+    pos = offset
+    if offset > 0:
+        head = counter(offset, min(size - offset, PROBE_BYTES))
+        cut = head.find(b"\n")
+        pos = offset + (cut + 1 if cut >= 0 else len(head))
+    if view is not None:
+        while pos < size:
+            stop = min(size, pos + CHUNK)
+            if stop < size:
+                stop = max(view.rfind(b"\n", pos, stop) + 1, pos + 1)
+            stats.scan(view, pos, stop, start)
+            counter.bytes_read += stop - pos
+            pos = stop
+    carry = b""
+    while view is None and pos < size:
+        buf = carry + counter(pos, min(CHUNK, size - pos))
+        pos += len(buf) - len(carry)
+        if pos < size:
+            cut = buf.rfind(b"\n") + 1
+            buf, carry = buf[:cut], buf[cut:]
+        else:
+            carry = b""
+        stats.scan(buf, 0, len(buf), start)
+    return {
+        "size": size, "offset": offset, "newest": newest, "oldest": oldest, "start": start,
+        "bytes_read": counter.bytes_read, "bytes_scanned": stats.bytes_scanned,
+        "delete_lines": stats.delete_lines, "unparsed": stats.unparsed, "nul_bytes": stats.nul_bytes,
+        "groups": stats.to_json(),
+    }
+
+
+def _first_stamp(read: Reader, size: int) -> float | None:
+    """Oldest entry: the first timestamp from the start, hopping over a leading NUL hole."""
+    offset = 0
+    while offset < size:
+        buf = read(offset, min(1024 * 1024, size - offset))
+        stripped = buf.lstrip(b"\x00")
+        if stripped:
+            for line in stripped.split(b"\n")[:200]:
+                when = parse_time(line)
+                if when is not None:
+                    return when
+            return None
+        offset += len(buf)
+    return None
+
+
+def analyze_path(path: str, since: float | None) -> dict[str, Any]:
+    """analyze() on a local file with positioned reads, plus the filesystem's free space."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        size = os.fstat(fd).st_size
+        view = mmap.mmap(fd, size, access=mmap.ACCESS_READ) if size else None
+        try:
+            result = analyze(lambda off, n: os.pread(fd, n, off), size, since, view)
+        finally:
+            if view is not None:
+                view.close()
+    finally:
+        os.close(fd)
+    vfs = os.statvfs(path)
+    result["disk_free_bytes"] = vfs.f_bavail * vfs.f_frsize
+    result["path"] = path
+    return result
+
+
+def main(argv: list[str]) -> int:
+    """`python3 - PATH SINCE_SECONDS|all`: one JSON document on stdout (exit 2 on bad path)."""
+    try:
+        since = None if argv[1] == "all" else float(argv[1])
+        out = analyze_path(argv[0], since)
+    except (OSError, IndexError, ValueError) as exc:
+        sys.stdout.write(json.dumps({"error": str(exc)}) + "\n")
+        return 2
+    sys.stdout.write(json.dumps(out) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
