@@ -23,6 +23,19 @@ module GitlabLab
     path
   end
 
+  def self.version_at_least?(major, minor)
+    Gitlab.version_info >= Gitlab::VersionInfo.new(major, minor, 0)
+  end
+
+  # ContainerRepository#location's host part: the registry as users address it.
+  def self.registry_host_port
+    configured = setting("registry_host_port")
+    return configured if configured.present?
+
+    uri = URI.parse(setting("registry_api_url").to_s)
+    uri.host ? "#{uri.host}:#{uri.port}" : "registry.example.com"
+  end
+
   def self.setting(key)
     ActiveRecord::Base.connection.select_value(
       ActiveRecord::Base.sanitize_sql_array(["SELECT value FROM lab_settings WHERE key = ?", key])
@@ -189,10 +202,7 @@ class ContainerExpirationPolicy < ApplicationRecord
 end
 
 class ContainerRepository < ApplicationRecord
-  RETRY_SUPPORT = Gitlab.version_info >= Gitlab::VersionInfo.new(17, 5, 0)
-  RETRY_GA = Gitlab.version_info >= Gitlab::VersionInfo.new(17, 6, 0)
-  MAX_DELETION_FAILURES = 10 if RETRY_SUPPORT
-  private_constant :RETRY_SUPPORT, :RETRY_GA
+  MAX_DELETION_FAILURES = 10 if GitlabLab.version_at_least?(17, 5)
 
   belongs_to :project
 
@@ -201,7 +211,7 @@ class ContainerRepository < ApplicationRecord
     cleanup_unscheduled: 0, cleanup_scheduled: 1, cleanup_unfinished: 2, cleanup_ongoing: 3
   }
 
-  if RETRY_SUPPORT
+  if GitlabLab.version_at_least?(17, 5)
     validates :failed_deletion_count, presence: true,
                                       numericality: { greater_than_or_equal_to: 0,
                                                       less_than_or_equal_to: MAX_DELETION_FAILURES }
@@ -213,21 +223,13 @@ class ContainerRepository < ApplicationRecord
   end
 
   def location
-    File.join(self.class.registry_host_port, path)
-  end
-
-  def self.registry_host_port
-    configured = GitlabLab.setting("registry_host_port")
-    return configured if configured.present?
-
-    uri = URI.parse(GitlabLab.setting("registry_api_url").to_s)
-    uri.host ? "#{uri.host}:#{uri.port}" : "registry.example.com"
+    File.join(GitlabLab.registry_host_port, path)
   end
 
   def set_delete_ongoing_status
     now = Time.zone.now
     values = { status: :delete_ongoing, delete_started_at: now, status_updated_at: now }
-    values[:next_delete_attempt_at] = nil if RETRY_SUPPORT
+    values[:next_delete_attempt_at] = nil if GitlabLab.version_at_least?(17, 5)
     update_columns(values)
   end
 
@@ -236,14 +238,15 @@ class ContainerRepository < ApplicationRecord
   def set_delete_scheduled_status
     now = Time.zone.now
     values = { status: :delete_scheduled, delete_started_at: nil, status_updated_at: now }
-    if RETRY_GA || (RETRY_SUPPORT && Feature.enabled?(:set_delete_failed_container_repository, project))
+    if GitlabLab.version_at_least?(17, 6) ||
+       (GitlabLab.version_at_least?(17, 5) && Feature.enabled?(:set_delete_failed_container_repository, project))
       values[:failed_deletion_count] = failed_deletion_count + 1
       values[:next_delete_attempt_at] = now + (2**failed_deletion_count).minutes
     end
     update_columns(values)
   end
 
-  if RETRY_SUPPORT
+  if GitlabLab.version_at_least?(17, 5)
     def set_delete_failed_status
       update_columns(status: :delete_failed, delete_started_at: nil, status_updated_at: Time.zone.now)
     end
