@@ -1,0 +1,84 @@
+"""`glcleanup logs`: registry-log evidence of a DELETE loop, disk projection, optional truncate."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated, Any
+
+import typer
+
+from glcleanup import logs, logs_disk
+from glcleanup.cli import app
+from glcleanup.cli.common import ExitCode, command, emit_json, emit_table, info, wants_json
+from glcleanup.durations import parse_duration
+from glcleanup.hosts import open_host
+from glcleanup.settings import Settings
+
+_SOURCE_COLUMNS = ["source", "bytes", "growth_bytes_per_hour", "disk_free_bytes", "hours_to_full",
+                   "window_start", "window_end"]
+_LOOP_COLUMNS = ["path", "requests", "per_minute", "codes", "user_agent", "first_seen", "last_seen"]
+
+
+@command(app, "logs")
+def logs_command(
+    settings: Settings,
+    sources: Annotated[list[str] | None, typer.Argument(
+        help="Log on --registry-host: a file path, docker:NAME, or omnibus (default).",
+        show_default=False)] = None,
+    since: Annotated[str, typer.Option(
+        "--since", help="Window ending at the newest entry: 15m, 2h, 1d, or all.")] = "15m",
+    truncate: Annotated[bool, typer.Option(
+        "--truncate", help="Empty the log(s) after saving the evidence (plan first; needs --yes or a yes).")
+    ] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Apply --truncate without asking.")] = False,
+) -> int:
+    """Show registry-log evidence of a DELETE loop (exit 1 when a loop is found)."""
+    window = parse_duration(since, allow_all=True)
+    host = open_host(settings.registry_host or "local", settings.ssh_options)
+    as_json = wants_json(settings)
+    try:
+        report = logs.analyze_sources(host, list(sources or ["omnibus"]), window)
+        document: dict[str, Any] = report.to_json()
+        if not as_json:
+            render(report)
+        if truncate:
+            document["truncate"] = logs_disk.relieve(host, document, lambda t: _approve(t, yes))
+            document["truncate"]["log_opts_fix"] = logs_disk.LOG_OPTS_FIX
+            _render_truncate(document["truncate"], as_json)
+    finally:
+        host.close()
+    if as_json:
+        emit_json(document)
+    return int(ExitCode.TROUBLE if report.looping else ExitCode.OK)
+
+
+def render(report: logs.LogReport) -> None:
+    emit_table(report.sources, _SOURCE_COLUMNS, title="Registry logs:")
+    emit_table(report.loops, _LOOP_COLUMNS, title="\nDELETE loops:", empty="(none)")
+    typer.echo(f"\n{report.verdict()}")
+
+
+def _approve(targets: list[logs_disk.TruncateTarget], yes: bool) -> bool:
+    info("Plan: empty these logs with `truncate -s 0` (the evidence summary is saved first):")
+    for target in targets:
+        writers = ", ".join(f"pid {w.pid} {w.command} ({'O_APPEND' if w.append else 'NO O_APPEND'})"
+                            for w in target.writers) or "no writer found"
+        info(f"  {target.path}: {target.bytes} bytes; writers: {writers}")
+        if target.nul_risk:
+            info(f"  warning: {logs_disk.NUL_EXPLANATION}")
+    if yes:
+        return True
+    if not sys.stdin.isatty():
+        info("Nothing changed: re-run with --yes to truncate.")
+        return False
+    return typer.confirm("Truncate now?", default=False, err=True)
+
+
+def _render_truncate(outcome: dict[str, Any], as_json: bool) -> None:
+    if outcome["applied"]:
+        info(f"Evidence saved to {outcome['evidence']}")
+        for result in outcome["results"]:
+            info(f"  {result['path']}: {result['bytes_before']} -> {result['bytes_after']} bytes; "
+                 f"{result['explanation']}")
+    if not as_json:
+        typer.echo("\n" + logs_disk.LOG_OPTS_FIX)

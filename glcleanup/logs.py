@@ -1,0 +1,206 @@
+"""Loop evidence from registry logs: which repository GitLab keeps DELETE-ing, how fast, and
+how soon the log fills the disk.
+
+Public entry point (also used by `scan --registry-log`):
+
+    analyze_sources(host, sources, since) -> LogReport
+
+* `host`: where the logs live (`LocalHost` reads files directly with seeks and mmap; any other
+  Host, e.g. `SSHHost`, runs the reader ON that host and gets back only a small JSON summary).
+* `sources`: each a file path, `docker:NAME` (the container's json-file log, found with
+  `docker inspect --format '{{.LogPath}}' NAME` on that host) or `omnibus`
+  (`/var/log/gitlab/registry/current`).
+* `since`: the window length; it ends at the NEWEST entry of each source, not the wall clock.
+  None reads the whole file.
+
+`LogReport.loops` items (design §6): `path`, `requests`, `per_minute`, `codes` (status -> count,
+keys are strings in JSON), `user_agent`, `first_seen`, `last_seen`, plus `source` and `failures`.
+`LogReport.sources` items: `source`, `bytes`, `growth_bytes_per_hour`, `disk_free_bytes`,
+`hours_to_full`, plus `path`, `window_start`, `window_end`, `bytes_read`, `transport`, `nul_bytes`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from glcleanup import logs_agent
+from glcleanup.errors import NotFoundError, UsageError
+from glcleanup.hosts import Host, LocalHost
+
+OMNIBUS_LOG = "/var/log/gitlab/registry/current"
+MIN_FAILURES = 3  # repeated failing DELETEs on one path from one client: a retry loop
+_DOCKER_NAME = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}\Z")
+
+
+@dataclass
+class LogReport:
+    """What the registry logs prove: per-source size/growth and per-repository DELETE loops."""
+
+    sources: list[dict[str, Any]] = field(default_factory=list)
+    loops: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def looping(self) -> bool:
+        return bool(self.loops)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"sources": self.sources, "loops": self.loops}
+
+    def verdict(self) -> str:
+        """One line for humans: what loops, how fast, from which GitLab, and when the disk fills."""
+        parts: list[str] = []
+        if self.loops:
+            top = max(self.loops, key=lambda loop: loop["per_minute"])
+            more = f" (+{len(self.loops) - 1} more)" if len(self.loops) > 1 else ""
+            parts.append(f"looping: {top['per_minute']} DELETE/min on {top['path']} from "
+                         f"{top['user_agent'] or 'unknown client'}{more}")
+        else:
+            parts.append("no DELETE loop in the window")
+        soonest = [s["hours_to_full"] for s in self.sources if s.get("hours_to_full") is not None]
+        if soonest:
+            parts.append(f"disk full in ~{_hours(min(soonest))}")
+        return "; ".join(parts)
+
+
+def _hours(value: float) -> str:
+    return f"{value:.0f} h" if value >= 10 else f"{value:.1f} h"
+
+
+def resolve_source(host: Host, spec: str) -> str:
+    """A source spec -> the log file's path on `host` (UsageError for malformed specs)."""
+    text = spec.strip()
+    if not text:
+        raise UsageError("empty log source")
+    if text == "omnibus":
+        return OMNIBUS_LOG
+    if text.startswith("docker:"):
+        name = text[len("docker:"):]
+        if not _DOCKER_NAME.match(name):
+            raise UsageError(f"invalid container name in {spec!r}")
+        result = host.run(["docker", "inspect", "--format", "{{.LogPath}}", name], timeout=60)
+        path = result.text.strip()
+        if result.exit_code != 0:
+            raise NotFoundError(f"docker inspect {name} on {host.name} failed: "
+                                f"{result.error_text.strip() or result.text.strip()}")
+        if not path:
+            raise NotFoundError(
+                f"container {name} has no json-file log (another log driver, e.g. journald): read it with "
+                f"`journalctl -o cat CONTAINER_NAME={name} > FILE` and pass FILE")
+        return path
+    if "\x00" in text or "\n" in text:
+        raise UsageError(f"invalid log path {spec!r}")
+    return text
+
+
+def read_summary(host: Host, path: str, since: timedelta | None) -> dict[str, Any]:
+    """The agent's summary of one file: read here for a LocalHost, on the host otherwise."""
+    seconds = None if since is None else since.total_seconds()
+    if isinstance(host, LocalHost):
+        try:
+            summary = logs_agent.analyze_path(path, seconds)
+        except OSError as exc:
+            raise NotFoundError(f"cannot read {path}: {exc.strerror or exc}") from exc
+        summary["transport"] = "local"
+        return summary
+    from glcleanup.logs_remote import analyze_remote
+
+    return analyze_remote(host, path, seconds)
+
+
+def analyze_sources(host: Host, sources: list[str], since: timedelta | None) -> LogReport:
+    """Evidence from every source (see the module docstring for the contract)."""
+    report = LogReport()
+    for spec in sources:
+        path = resolve_source(host, spec)
+        summary = read_summary(host, path, since)
+        report.sources.append(source_entry(spec, summary))
+        report.loops.extend(loops_from(spec, summary["groups"]))
+    report.loops.sort(key=lambda loop: (-loop["per_minute"], loop["path"]))
+    return report
+
+
+def _iso(epoch: float | None) -> str | None:
+    if epoch is None or epoch < 0:
+        return None
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def source_entry(spec: str, summary: dict[str, Any]) -> dict[str, Any]:
+    """Disk relief numbers: growth over the window and hours until the filesystem is full."""
+    size = int(summary["size"])
+    newest, oldest = summary.get("newest"), summary.get("oldest")
+    growth: float | None = None
+    if newest is not None and oldest is not None and newest - oldest >= 1.0:
+        growth = (size - int(summary.get("offset") or 0)) / ((newest - oldest) / 3600.0)
+    free = summary.get("disk_free_bytes")
+    hours = round(free / growth, 1) if free is not None and growth else None
+    return {
+        "source": spec,
+        "bytes": size,
+        "growth_bytes_per_hour": round(growth) if growth is not None else None,
+        "disk_free_bytes": free,
+        "hours_to_full": hours,
+        "path": summary.get("path"),
+        "window_start": _iso(oldest),
+        "window_end": _iso(newest),
+        "bytes_read": summary.get("bytes_read"),
+        "delete_lines": summary.get("delete_lines"),
+        "nul_bytes": summary.get("nul_bytes"),
+        "transport": summary.get("transport"),
+    }
+
+
+def _failed(status: int) -> bool:
+    """GitLab counts any 2xx and 404 as a successful delete; everything else is retried."""
+    return not (200 <= status < 300 or status == 404)
+
+
+def loops_from(spec: str, groups: list[list[Any]]) -> list[dict[str, Any]]:
+    """Group DELETEs by (repository, user agent); keep those failing repeatedly.
+
+    A registry writes each request twice (app log and access log); the access log has every
+    request, so it is used when present and the app log only when it is the sole record.
+    """
+    kinds = {g[3] for g in groups}
+    kind = "access" if "access" in kinds else "app"
+    merged: dict[tuple[str, str], dict[str, Any]] = {}
+    for path, agent, status, group_kind, count, first, last in groups:
+        if group_kind != kind:
+            continue
+        item = merged.setdefault((path, agent), {"codes": {}, "requests": 0, "first": None, "last": None})
+        item["requests"] += count
+        item["codes"][str(status)] = item["codes"].get(str(status), 0) + count
+        if first >= 0 and (item["first"] is None or first < item["first"]):
+            item["first"] = first
+        if last >= 0 and (item["last"] is None or last > item["last"]):
+            item["last"] = last
+    loops = []
+    for (path, agent), item in merged.items():
+        failures = sum(n for code, n in item["codes"].items() if _failed(int(code)))
+        if failures < MIN_FAILURES:
+            continue
+        loops.append({
+            "path": path,
+            "requests": item["requests"],
+            "per_minute": _per_minute(item["requests"], item["first"], item["last"]),
+            "codes": dict(sorted(item["codes"].items())),
+            "user_agent": agent or None,
+            "first_seen": _iso(item["first"]),
+            "last_seen": _iso(item["last"]),
+            "failures": failures,
+            "source": spec,
+        })
+    return loops
+
+
+def _per_minute(requests: int, first: float | None, last: float | None) -> float:
+    """Rate between the first and last request (n requests span n-1 intervals)."""
+    if first is None or last is None or last - first < 1.0:
+        return float(requests)
+    return round((requests - 1) / ((last - first) / 60.0), 1)
+
+
+__all__ = ["OMNIBUS_LOG", "LogReport", "analyze_sources", "resolve_source"]

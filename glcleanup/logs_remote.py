@@ -1,0 +1,113 @@
+"""Reading a registry log on the registry host: the filtering happens there, not after a download.
+
+Preferred: the host has `python3` (or GitLab's embedded one); `logs_agent.py`'s own source is sent
+on stdin to `python3 -` and only its JSON summary comes back. Fallback: plain POSIX tools, driven
+from here: `tail -c +N | head -c M` probes for the binary search, then `grep -a -F DELETE` over the
+window only, gzip-compressed when gzip exists. Every script is a FIXED string run as
+`sh -c SCRIPT sh ARG...`: paths and numbers travel as positional arguments, never as shell source.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import zlib
+from importlib import resources
+from typing import Any
+
+from glcleanup import logs_agent
+from glcleanup.errors import ConnectError, NotFoundError
+from glcleanup.hosts import Host
+
+AGENT_SH = (
+    'for py in python3 /opt/gitlab/embedded/bin/python3; do '
+    'if command -v "$py" >/dev/null 2>&1; then exec "$py" - "$@"; fi; done; exit 127'
+)
+SIZE_SH = 'test -r "$1" || { echo "cannot read $1" >&2; exit 2; }; wc -c < "$1"'
+READ_SH = 'tail -c +"$2" -- "$1" | head -c "$3"'
+GREP_SH = ('tail -c +"$2" -- "$1" | { if [ "$3" = 1 ]; then IFS= read -r _; fi; grep -a -F DELETE; } '
+           '| { gzip -c -1 2>/dev/null || cat; }')
+DF_SH = 'df -Pk -- "$1" | tail -n 1'
+TIMEOUT = 600.0
+
+
+def agent_source() -> bytes:
+    """The exact program the remote python runs (our own bundled file)."""
+    return (resources.files("glcleanup") / "logs_agent.py").read_bytes()
+
+
+def analyze_remote(host: Host, path: str, since: float | None) -> dict[str, Any]:
+    """Summary of the window, computed on `host`; falls back to POSIX tools without python3."""
+    since_arg = "all" if since is None else repr(float(since))
+    result = host.run(["sh", "-c", AGENT_SH, "sh", path, since_arg], stdin=agent_source(), timeout=TIMEOUT)
+    if result.exit_code == 127:
+        return analyze_with_shell(host, path, since)
+    try:
+        document: dict[str, Any] = json.loads(result.stdout.decode("utf-8", "replace").strip().splitlines()[-1])
+    except (ValueError, IndexError) as exc:
+        if b"SyntaxError" in result.stderr:  # a python3 older than 3.7 on the registry host
+            return analyze_with_shell(host, path, since)
+        raise ConnectError(f"log reader on {host.name} failed: {result.error_text.strip()[-300:]}") from exc
+    if "error" in document:
+        raise NotFoundError(f"cannot read {path} on {host.name}: {document['error']}")
+    document["transport"] = "python3"
+    return document
+
+
+class ShellReader:
+    """`read(offset, n)` through `tail -c | head -c` on the remote host (one command per probe)."""
+
+    def __init__(self, host: Host, path: str) -> None:
+        self.host, self.path = host, path
+
+    def size(self) -> int:
+        result = self.host.run(["sh", "-c", SIZE_SH, "sh", self.path], timeout=TIMEOUT)
+        if result.exit_code != 0:
+            raise NotFoundError(f"cannot read {self.path} on {self.host.name}: {result.error_text.strip()}")
+        return int(result.text.strip() or 0)
+
+    def __call__(self, offset: int, length: int) -> bytes:
+        if length <= 0:
+            return b""
+        argv = ["sh", "-c", READ_SH, "sh", self.path, str(offset + 1), str(length)]
+        return self.host.run(argv, timeout=TIMEOUT).stdout
+
+    def delete_lines(self, offset: int) -> bytes:
+        """DELETE lines from `offset` on (a partial first line is skipped), decompressed."""
+        argv = ["sh", "-c", GREP_SH, "sh", self.path, str(offset + 1), "1" if offset else "0"]
+        data = self.host.run(argv, timeout=TIMEOUT).stdout
+        if data[:2] == b"\x1f\x8b":
+            try:
+                return gzip.decompress(data)
+            except (OSError, EOFError, zlib.error) as exc:
+                raise ConnectError(f"garbled output from grep on {self.host.name}: {exc}") from exc
+        return data
+
+    def disk_free(self) -> int | None:
+        fields = self.host.run(["sh", "-c", DF_SH, "sh", self.path], timeout=TIMEOUT).text.split()
+        return int(fields[3]) * 1024 if len(fields) >= 4 and fields[3].isdigit() else None
+
+
+def analyze_with_shell(host: Host, path: str, since: float | None) -> dict[str, Any]:
+    """The agent's algorithm with remote probes; only DELETE lines of the window come back."""
+    reader = ShellReader(host, path)
+    size = reader.size()
+    counter = logs_agent.Counter(reader)
+    newest = logs_agent.newest_time(counter, size)
+    start = None if since is None or newest is None else newest - since
+    offset = 0 if start is None else logs_agent.window_offset(counter, size, start)
+    oldest = (logs_agent._stamp_after(counter, offset, size) if offset
+              else logs_agent._first_stamp(counter, size))
+    if start is not None and oldest is not None and oldest < start:
+        oldest = start
+    lines = reader.delete_lines(offset)
+    counter.bytes_read += len(lines)
+    stats = logs_agent.Stats()
+    stats.scan(lines, 0, len(lines), start)
+    return {
+        "size": size, "offset": offset, "newest": newest, "oldest": oldest, "start": start,
+        "bytes_read": counter.bytes_read, "bytes_scanned": stats.bytes_scanned,
+        "delete_lines": stats.delete_lines, "unparsed": stats.unparsed, "nul_bytes": stats.nul_bytes,
+        "groups": stats.to_json(), "disk_free_bytes": reader.disk_free(), "path": path,
+        "transport": "shell",
+    }
