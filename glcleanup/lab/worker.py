@@ -376,8 +376,10 @@ class DeletionWorker:
         """A sidekiq-style JSON line per pass (what an admin would grep in sidekiq/current)."""
         if self.log_path is None:
             return
+        details = {k: v for k, v in asdict(record).items() if k != "requests"}
         entry = {"time": datetime.fromtimestamp(record.finished_at, UTC).isoformat(), "class": WORKER_CLASS,
                  "container_repository_id": record.repository_id,
-                 f"{record.service or 'third_party'}_cleanup_tags_service": True, **asdict(record)}
+                 f"{record.service or 'third_party'}_cleanup_tags_service": True,
+                 "request_count": len(record.requests), **details}
         with self._lock, open(self.log_path, "a", encoding="utf-8") as fh:
             fh.write(json.dumps(entry) + "\n")
