@@ -1,0 +1,36 @@
+"""`glcleanup doctor`: connection checks and GitLab's probe replayed against the registry."""
+
+from __future__ import annotations
+
+import typer
+
+from glcleanup.cli import app
+from glcleanup.cli.common import ExitCode, command, emit_json, emit_table, wants_json
+from glcleanup.doctor import DoctorReport, diagnose
+from glcleanup.settings import Settings
+
+
+@command(app, "doctor")
+def doctor_command(settings: Settings) -> int:
+    """Check every configured connection and whether GitLab would loop on this registry (exit 1 if not ok)."""
+    report = diagnose(settings)
+    if wants_json(settings):
+        emit_json(report.to_json())
+    else:
+        render(report)
+    return int(ExitCode.TROUBLE if report.failed else ExitCode.OK)
+
+
+def render(report: DoctorReport) -> None:
+    rows = [{"check": c["name"], "ok": "skip" if c.get("skipped") else ("ok" if c["ok"] else "FAIL"),
+             "detail": c["detail"]} for c in report.checks]
+    emit_table(rows, ["check", "ok", "detail"])
+    reg = report.registry
+    if reg.get("tag_delete_probe"):
+        probe, delete = reg["tag_delete_probe"], reg["tag_delete"]
+        typer.echo(f"\nProbe replay on {reg['url']}:")
+        typer.echo(f"  {probe['request']} -> {probe['status']} Allow: {probe['allow'] or '-'}")
+        typer.echo(f"  {delete['request']} -> {delete['status']} {delete['error_code'] or ''}")
+        typer.echo(f"  loop risk: {'YES' if reg['loop_risk'] else 'no'}: {reg['explanation']}")
+        for number, fix in enumerate(reg.get("fixes", []), 1):
+            typer.echo(f"  fix {number}: {fix}")
