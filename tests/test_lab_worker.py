@@ -218,3 +218,31 @@ def test_cron_resets_stale_delete_ongoing(tmp_path: Path, registry: RegistryProc
     assert states[rid] == 0
     assert states[fresh] == 2
     assert worker.cron_runs == 1
+
+
+def test_cleanup_policy_loops_on_tag_delete_and_works_through_proxy(tmp_path: Path,
+                                                                    registry: RegistryProcess) -> None:
+    db, rid = make_db(tmp_path, "17.3.5", registry.url)
+    push_image(registry.url, "grp/app", "v2")
+    conn = schema.connect(db)
+    project = conn.execute("SELECT project_id FROM container_repositories WHERE id = ?", (rid,)).fetchone()[0]
+    seed.create_policy(conn, project, enabled=True, keep_n=0, name_regex="v.*")
+    conn.execute("UPDATE container_repositories SET expiration_policy_cleanup_status = 1 WHERE id = ?", (rid,))
+    conn.close()
+    with DeletionWorker(db, time_scale=0.05, job_latency=0.02) as worker:
+        wait_for(lambda: len(worker.policy_passes()) >= 4)
+        assert all(p.outcome == "cleanup_unfinished" for p in worker.policy_passes())
+        assert worker.policy_passes()[0].tags == ["v1", "v2"]        # `latest` is always kept
+        assert worker.pass_count == 0                                 # the deletion loop is idle
+        with ProbeFixingProxy(registry.url) as proxy:
+            conn = schema.connect(db)
+            schema.set_setting(conn, "registry_api_url", proxy.url)
+            conn.close()
+            wait_for(lambda: worker.policy_passes()[-1].outcome == "cleanup_done")
+    done = row(db, rid)
+    assert done is not None
+    assert done["expiration_policy_cleanup_status"] == 0
+    assert done["last_cleanup_deleted_tags_count"] == 2
+    assert done["status"] is None
+    assert list_tags(registry.url, "grp/app") == ["latest"]
+    assert "http.request.uri=/v2/grp/app/manifests/v1" in registry.log_path.read_text()

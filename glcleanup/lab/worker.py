@@ -34,6 +34,7 @@ RETRY_FLAG = "set_delete_failed_container_repository"
 MT_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 MT_CONFIG = "application/vnd.docker.container.image.v1+json"
 WORKER_CLASS = "ContainerRegistry::DeleteContainerRepositoryWorker"
+POLICY_WORKER_CLASS = "ContainerExpirationPolicies::CleanupContainerRepositoryWorker"
 
 
 class TagDeleteError(Exception):
@@ -47,7 +48,8 @@ class PassRecord:
     repository_id: int
     path: str
     version: str
-    outcome: str = ""                     # destroyed | rescheduled | failed | gone
+    kind: str = "delete"                  # delete | policy (the cleanup-policy loop)
+    outcome: str = ""                     # destroyed | rescheduled | failed | gone | cleanup_*
     service: str = ""                     # gitlab | third_party (cleanup tags service)
     delete_path: str = ""                 # tag_delete | third_party (delete tags service)
     tags: list[str] = field(default_factory=list)
@@ -147,7 +149,7 @@ class DeletionWorker:
     def __init__(self, db_path: str | Path, time_scale: float = 0.05, slots: int = MAX_CAPACITY,
                  slow: float = 0.0, token: str = "lab-registry-jwt",  # noqa: S107 - a lab JWT stand-in, not a secret
                  request_timeout: float = 10.0,
-                 log_path: Path | None = None, job_latency: float = 0.1) -> None:
+                 log_path: Path | None = None, job_latency: float = 0.1, policy_slots: int = 1) -> None:
         self.db_path = str(db_path)
         self.time_scale = time_scale
         self.slots = slots
@@ -156,6 +158,7 @@ class DeletionWorker:
         self.request_timeout = request_timeout
         self.log_path = log_path
         self.job_latency = job_latency  # Sidekiq enqueue-to-fetch time between re-enqueued jobs
+        self.policy_slots = policy_slots  # CleanupContainerRepositoryWorker jobs (0: policies never run)
         self.passes: list[PassRecord] = []
         self.cron_runs = 0
         self._lock = threading.Lock()
@@ -169,6 +172,8 @@ class DeletionWorker:
         self._threads = [threading.Thread(target=self._cron_loop, name="lab-cron", daemon=True)]
         self._threads += [threading.Thread(target=self._slot_loop, name=f"lab-delete-{i}", daemon=True)
                           for i in range(self.slots)]
+        self._threads += [threading.Thread(target=self._policy_loop, name=f"lab-policy-{i}", daemon=True)
+                          for i in range(self.policy_slots)]
         for thread in self._threads:
             thread.start()
         return self
@@ -189,12 +194,17 @@ class DeletionWorker:
 
     @property
     def pass_count(self) -> int:
+        """Repository-deletion passes (the cleanup-policy loop's are in `policy_passes`)."""
         with self._lock:
-            return len(self.passes)
+            return sum(1 for p in self.passes if p.kind == "delete")
+
+    def policy_passes(self) -> list[PassRecord]:
+        with self._lock:
+            return [p for p in self.passes if p.kind == "policy"]
 
     def passes_for(self, repository_id: int) -> list[PassRecord]:
         with self._lock:
-            return [p for p in self.passes if p.repository_id == repository_id]
+            return [p for p in self.passes if p.repository_id == repository_id and p.kind == "delete"]
 
     def minutes(self, n: float) -> float:
         """GitLab minutes in real seconds on the lab clock."""
@@ -217,7 +227,9 @@ class DeletionWorker:
                      "WHERE status = 2 AND delete_started_at < ?", (threshold,))
         with self._lock:
             self.cron_runs += 1
-        if self.remaining_work_count(conn) > 0:
+        from glcleanup.lab import policy
+
+        if self.remaining_work_count(conn) > 0 or policy.remaining_work_count(conn) > 0:
             with self._wake:
                 self._wake.notify_all()
 
@@ -233,6 +245,25 @@ class DeletionWorker:
                 done = self.perform_work(conn)
                 # re-enqueued at once; a no-op job (rows inside their backoff window) still costs a fetch
                 self._stop.wait(self.job_latency if done else max(self.job_latency, 0.02))
+        finally:
+            conn.close()
+
+    def _policy_loop(self) -> None:
+        from glcleanup.lab import policy
+
+        conn = schema.connect(self.db_path)
+        try:
+            while not self._stop.is_set():
+                if policy.remaining_work_count(conn) == 0:
+                    with self._wake:
+                        self._wake.wait()
+                    continue
+                record = policy.perform_work(self, conn)
+                if record is not None:
+                    with self._lock:
+                        self.passes.append(record)
+                    self._log(record)
+                self._stop.wait(max(self.job_latency, 0.02))
         finally:
             conn.close()
 
@@ -377,7 +408,8 @@ class DeletionWorker:
         if self.log_path is None:
             return
         details = {k: v for k, v in asdict(record).items() if k != "requests"}
-        entry = {"time": datetime.fromtimestamp(record.finished_at, UTC).isoformat(), "class": WORKER_CLASS,
+        worker_class = WORKER_CLASS if record.kind == "delete" else POLICY_WORKER_CLASS
+        entry = {"time": datetime.fromtimestamp(record.finished_at, UTC).isoformat(), "class": worker_class,
                  "container_repository_id": record.repository_id,
                  f"{record.service or 'third_party'}_cleanup_tags_service": True,
                  "request_count": len(record.requests), **details}
