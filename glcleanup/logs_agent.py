@@ -312,17 +312,20 @@ def analyze(read: Reader, size: int, since: float | None, view: Buffer | None = 
     """
     counter = Counter(read)
     newest = newest_time(counter, size)
+    hole = hole_end(counter, size)
     start: float | None = None
     offset = 0
     if since is not None and newest is not None:
         start = newest - since
         offset = window_offset(counter, size, start)
-    oldest = _stamp_after(counter, offset, size) if offset else _first_stamp(counter, size)
+    offset = max(offset, hole)
+    oldest = _stamp_after(counter, offset, size) if offset > hole else _first_stamp(counter, size, hole)
     if start is not None and oldest is not None and oldest < start:
         oldest = start
     stats = Stats()
+    stats.nul_bytes = hole
     pos = offset
-    if offset > 0:
+    if offset > hole:
         head = counter(offset, min(size - offset, PROBE_BYTES))
         cut = head.find(b"\n")
         pos = offset + (cut + 1 if cut >= 0 else len(head))
@@ -352,20 +355,28 @@ def analyze(read: Reader, size: int, since: float | None, view: Buffer | None = 
     }
 
 
-def _first_stamp(read: Reader, size: int) -> float | None:
-    """Oldest entry: the first timestamp from the start, hopping over a leading NUL hole."""
-    offset = 0
-    while offset < size:
-        buf = read(offset, min(1024 * 1024, size - offset))
-        stripped = buf.lstrip(b"\x00")
-        if stripped:
-            for line in stripped.split(b"\n")[:200]:
-                when = parse_time(line)
-                if when is not None:
-                    return when
-            return None
-        offset += len(buf)
+def _first_stamp(read: Reader, size: int, begin: int = 0) -> float | None:
+    """Oldest entry: the first timestamp from `begin` (the end of a leading NUL hole)."""
+    buf = read(begin, min(1024 * 1024, size - begin)).lstrip(b"\x00")
+    for line in buf.split(b"\n")[:200]:
+        when = parse_time(line)
+        if when is not None:
+            return when
     return None
+
+
+def hole_end(read: Reader, size: int) -> int:
+    """Length of a leading NUL hole (a non-append writer after truncate), by binary search."""
+    if size == 0 or read(0, 1) != b"\x00":
+        return 0
+    lo, hi = 0, size
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if read(mid, 1) == b"\x00":
+            lo = mid
+        else:
+            hi = mid
+    return hi
 
 
 def analyze_path(path: str, since: float | None) -> dict[str, Any]:

@@ -72,9 +72,9 @@ class ShellReader:
         argv = ["sh", "-c", READ_SH, "sh", self.path, str(offset + 1), str(length)]
         return self.host.run(argv, timeout=TIMEOUT).stdout
 
-    def delete_lines(self, offset: int) -> bytes:
+    def delete_lines(self, offset: int, skip_partial: bool) -> bytes:
         """DELETE lines from `offset` on (a partial first line is skipped), decompressed."""
-        argv = ["sh", "-c", GREP_SH, "sh", self.path, str(offset + 1), "1" if offset else "0"]
+        argv = ["sh", "-c", GREP_SH, "sh", self.path, str(offset + 1), "1" if skip_partial else "0"]
         data = self.host.run(argv, timeout=TIMEOUT).stdout
         if data[:2] == b"\x1f\x8b":
             try:
@@ -94,15 +94,17 @@ def analyze_with_shell(host: Host, path: str, since: float | None) -> dict[str, 
     size = reader.size()
     counter = logs_agent.Counter(reader)
     newest = logs_agent.newest_time(counter, size)
+    hole = logs_agent.hole_end(counter, size)
     start = None if since is None or newest is None else newest - since
-    offset = 0 if start is None else logs_agent.window_offset(counter, size, start)
-    oldest = (logs_agent._stamp_after(counter, offset, size) if offset
-              else logs_agent._first_stamp(counter, size))
+    offset = max(hole, 0 if start is None else logs_agent.window_offset(counter, size, start))
+    oldest = (logs_agent._stamp_after(counter, offset, size) if offset > hole
+              else logs_agent._first_stamp(counter, size, hole))
     if start is not None and oldest is not None and oldest < start:
         oldest = start
-    lines = reader.delete_lines(offset)
+    lines = reader.delete_lines(offset, skip_partial=offset > hole)
     counter.bytes_read += len(lines)
     stats = logs_agent.Stats()
+    stats.nul_bytes = hole
     stats.scan(lines, 0, len(lines), start)
     return {
         "size": size, "offset": offset, "newest": newest, "oldest": oldest, "start": start,
