@@ -1,0 +1,93 @@
+"""The window: rate at a known loop speed, ends at the newest entry, costs what the window costs."""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from glcleanup import logs, logs_agent
+from glcleanup.hosts import LocalHost
+from tests.data.logs.synth import write_log
+
+START = datetime(2024, 10, 27, 0, 0, tzinfo=UTC)  # years before the wall clock: the window must not care
+
+
+@pytest.fixture(scope="module")
+def two_hours(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("win") / "loop-json.log"
+    write_log(path, n_minutes=120, per_second=2.0, normal_per_second=1.0, start=START)
+    return path
+
+
+def test_rate_of_a_known_loop(two_hours: Path) -> None:
+    report = logs.analyze_sources(LocalHost(), [str(two_hours)], timedelta(minutes=15))
+    (loop,) = report.loops
+    assert loop["path"] == "user/repo" and loop["user_agent"] == "GitLab/17.3.5"
+    assert loop["per_minute"] == pytest.approx(120.0, abs=0.2)
+    assert loop["requests"] == 15 * 120 + 1  # both ends of the window are included
+    assert loop["codes"] == {"400": 15 * 120 + 1}
+
+
+def test_window_ends_at_the_newest_entry_not_the_wall_clock(two_hours: Path) -> None:
+    report = logs.analyze_sources(LocalHost(), [str(two_hours)], timedelta(minutes=15))
+    (loop,) = report.loops
+    newest = START + timedelta(minutes=119, seconds=59.5)  # the last loop request
+    assert loop["last_seen"] == newest.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    assert loop["first_seen"] == (newest - timedelta(minutes=15)).isoformat(
+        timespec="milliseconds").replace("+00:00", "Z")
+    source = report.sources[0]
+    assert source["window_end"].startswith("2024-10-27T01:59:59")
+    assert source["growth_bytes_per_hour"] == pytest.approx(two_hours.stat().st_size / 2, rel=0.05)
+    assert source["hours_to_full"] == pytest.approx(source["disk_free_bytes"] / source["growth_bytes_per_hour"],
+                                                    rel=0.01)
+
+
+def test_all_reads_everything(two_hours: Path) -> None:
+    report = logs.analyze_sources(LocalHost(), [str(two_hours)], None)
+    (loop,) = report.loops
+    assert loop["requests"] == 120 * 120
+    assert loop["per_minute"] == pytest.approx(120.0, abs=0.1)
+    assert loop["first_seen"] == "2024-10-27T00:00:00.000Z"
+
+
+def test_seeking_reads_few_bytes_of_a_big_file(tmp_path: Path) -> None:
+    path = tmp_path / "big.log"
+    write_log(path, target_bytes=400_000_000, per_second=5.0, start=START)
+    size = path.stat().st_size
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        reads: list[int] = []
+
+        def read(offset: int, n: int) -> bytes:
+            reads.append(n)
+            return os.pread(fd, n, offset)
+
+        summary = logs_agent.analyze(read, size, 15 * 60)  # plain reads, no mmap: every byte is counted
+    finally:
+        os.close(fd)
+    window_bytes = size - summary["offset"]
+    assert window_bytes < size / 50  # 15 min of ~11 h
+    assert summary["bytes_read"] == sum(reads)
+    assert summary["bytes_read"] < window_bytes + 1_000_000  # probes cost well under 1 MB
+    groups = [g for g in summary["groups"] if g[3] == "access"]
+    assert groups[0][4] == 15 * 60 * 5 + 1
+
+
+def test_leading_nul_hole_is_skipped_cheaply(tmp_path: Path) -> None:
+    """What a non-append writer leaves after `truncate -s 0`: a sparse hole, then new lines."""
+    path = tmp_path / "holed.log"
+    write_log(path, n_minutes=20, per_second=1.0, start=START)
+    body = path.read_bytes()
+    with open(path, "wb") as fh:
+        fh.truncate(2 * 1024**3)  # a 2 GiB sparse NUL hole (no disk blocks)
+        fh.seek(2 * 1024**3)
+        fh.write(body)
+    summary = logs_agent.analyze_path(str(path), None)
+    assert summary["nul_bytes"] == 2 * 1024**3
+    assert summary["bytes_read"] < len(body) + 3_000_000
+    report = logs.analyze_sources(LocalHost(), [str(path)], timedelta(minutes=10))
+    assert report.loops[0]["requests"] == 10 * 60 + 1
+    assert report.sources[0]["nul_bytes"] == 2 * 1024**3
