@@ -45,7 +45,8 @@ def test_loop_item_has_the_contract_keys(name: str) -> None:
     assert loop["requests"] == 5
     assert loop["codes"] == {"202": 1, "400": 3, "404": 1}
     assert loop["user_agent"] == "GitLab/17.3.5"
-    assert loop["first_seen"].startswith("20") and loop["first_seen"] <= loop["last_seen"]
+    assert loop["first_seen"].startswith("20")
+    assert loop["first_seen"] <= loop["last_seen"]
     assert set(report.sources[0]) >= {"source", "bytes", "growth_bytes_per_hour", "disk_free_bytes",
                                       "hours_to_full"}
 
@@ -62,12 +63,15 @@ def test_live_capture_from_a_real_registry_parses_the_same(tmp_path: Path) -> No
         assert _codes(files[name]) == EXPECTED, name
     assert _codes(files["delete-disabled.log"])[("user/repo", "GitLab/17.3.5")] == {"405": 5}
     text = files["registry-text.log"].read_text()
-    assert 'err.code="digest invalid"' in text and "http.response.status=400" in text
+    assert 'err.code="digest invalid"' in text
+    assert "http.response.status=400" in text
 
 
 def test_incident_lines_with_hand_copied_stray_spaces() -> None:
     app, access = (DATA / "incident-writeup.log").read_bytes().splitlines()
-    assert b"level-error" in app and b"http. request.method" in app and b"useragent =" in app
+    assert b"level-error" in app
+    assert b"http. request.method" in app
+    assert b"useragent =" in app
     assert logs_agent.parse_delete(app) == ("USER/REPO", "GitLab/17.3.5", 400, "app")
     assert logs_agent.parse_delete(access) == ("USER/REPO", "GitLab/17.3.5", 400, "access")
     when = datetime(2024, 10, 27, 3, 25, 51, tzinfo=UTC).timestamp()
@@ -76,7 +80,7 @@ def test_incident_lines_with_hand_copied_stray_spaces() -> None:
     report = logs.analyze_sources(LocalHost(), [str(DATA / "incident-writeup.log")], None)
     assert report.loops == []  # one request is evidence, not a loop
     summary = logs_agent.analyze_path(str(DATA / "incident-writeup.log"), None)
-    assert ["USER/REPO", "GitLab/17.3.5", 400, "access", 1] == summary["groups"][0][:5]
+    assert summary["groups"][0][:5] == ["USER/REPO", "GitLab/17.3.5", 400, "access", 1]
 
 
 def test_broken_lines_nul_hole_cut_line_and_garbage() -> None:

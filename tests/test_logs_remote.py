@@ -96,7 +96,8 @@ def test_real_sshd_both_readers_through_a_login_shell(tmp_path: Path, big_log: P
     finally:
         host.close()
         server.stop()
-    assert agent["transport"] == "python3" and shell["transport"] == "shell"
+    assert agent["transport"] == "python3"
+    assert shell["transport"] == "shell"
     assert logs.loops_from("x", agent["groups"]) == logs.loops_from("x", shell["groups"])
     assert logs.loops_from("x", shell["groups"])[0]["requests"] == 15 * 60 * 3 + 1
     assert after_agent < 40_000

@@ -25,7 +25,8 @@ def two_hours(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_rate_of_a_known_loop(two_hours: Path) -> None:
     report = logs.analyze_sources(LocalHost(), [str(two_hours)], timedelta(minutes=15))
     (loop,) = report.loops
-    assert loop["path"] == "user/repo" and loop["user_agent"] == "GitLab/17.3.5"
+    assert loop["path"] == "user/repo"
+    assert loop["user_agent"] == "GitLab/17.3.5"
     assert loop["per_minute"] == pytest.approx(120.0, abs=0.2)
     assert loop["requests"] == 15 * 120 + 1  # both ends of the window are included
     assert loop["codes"] == {"400": 15 * 120 + 1}
