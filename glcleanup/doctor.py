@@ -57,7 +57,9 @@ def check_api(settings: Settings) -> str:
     try:
         api: Any = importlib.import_module("glcleanup.gitlab_api")
         gl = api.connect(settings)
-    except ModuleNotFoundError:
+    except ModuleNotFoundError as exc:  # gitlab_api.py not in this build: python-gitlab directly
+        if exc.name != "glcleanup.gitlab_api":
+            raise
         import gitlab
 
         gl = gitlab.Gitlab(settings.url, private_token=settings.token, ssl_verify=settings.ssl_verify,
