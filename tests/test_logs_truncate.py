@@ -67,7 +67,7 @@ def test_truncate_keeps_evidence_and_explains_the_result(writer, tmp_path: Path,
     path = tmp_path / f"{mode}-json.log"
     proc = writer(path, mode)
     before = path.stat().st_size
-    report, outcome = _relieve(path)
+    _report, outcome = _relieve(path)
     assert outcome["applied"] is True
     (result,) = outcome["results"]  # type: ignore[misc]
     (plan,) = outcome["plan"]  # type: ignore[misc]
