@@ -107,8 +107,8 @@ def status(
         emit_table(rows, ["component", "running", "pid", "url"],
                    title=f"lab {doc['state']}: GitLab {doc['version']} in {doc['dir']}")
         typer.echo(f"registry_api_url: {doc['registry']['api_url']}")
-        typer.echo("repositories: " + (", ".join(f"{k}={v}" for k, v in sorted(doc["repositories"].items()))
-                                       or "none"))
+        typer.echo("")
+        emit_table(doc["images"], ["id", "project", "path", "status"], title="container repositories:")
         typer.echo(f"worker passes: {doc['worker_passes']}, runner boots: {doc['runner_boots']}")
     raise typer.Exit(0 if doc["state"] == "up" else 1)
 

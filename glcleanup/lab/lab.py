@@ -393,10 +393,12 @@ class Lab:
         gitlab_alive = (self.api is not None) or pid_matches(state.get("gitlab_pid"), DAEMON_MARKER)
         registry_alive = pid_matches(state.get("registry_pid"), registry_marker)
         counts: dict[str, int] = {}
+        images = []
         if self.db_path.exists():
             for repo in self.repositories():
                 key = repo["status"] or "active"
                 counts[key] = counts.get(key, 0) + 1
+                images.append({k: repo.get(k) for k in ("id", "project", "path", "status")})
         return {
             "dir": str(self.dir),
             "state": "up" if gitlab_alive and registry_alive else ("partial" if gitlab_alive or registry_alive
@@ -408,6 +410,7 @@ class Lab:
                          "api_url": self.registry_api_url() if self.db_path.exists() else None},
             "runner": state.get("runner"),
             "repositories": counts,
+            "images": images,
             "worker_passes": _count_lines(self.worker_log),
             "runner_boots": _count_lines(self.boot_log),
         }

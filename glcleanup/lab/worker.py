@@ -149,7 +149,7 @@ class DeletionWorker:
     def __init__(self, db_path: str | Path, time_scale: float = 0.05, slots: int = MAX_CAPACITY,
                  slow: float = 0.0, token: str = "lab-registry-jwt",  # noqa: S107 - a lab JWT stand-in, not a secret
                  request_timeout: float = 10.0,
-                 log_path: Path | None = None, job_latency: float = 0.1, policy_slots: int = 1) -> None:
+                 log_path: Path | None = None, job_latency: float = 0.25, policy_slots: int = 1) -> None:
         self.db_path = str(db_path)
         self.time_scale = time_scale
         self.slots = slots
