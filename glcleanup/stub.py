@@ -1,0 +1,478 @@
+"""`stub on|off|status`: put a registry stand-in (or a probe-fixing proxy) up, verify it, take it down.
+
+Safety shape (design.md §7.6): every check runs before anything stops; `on` records in --dir what
+it replaced and how to restore it, and from that moment any failure rolls back by itself. A
+watcher process on the registry host is started *before* the registry is stopped and acts as a
+dead-man's switch: unless glcleanup confirms a verified stub within the guard period (a dropped
+SSH link, a killed laptop) it runs the same restore as `stub off`. The same watcher later ends the
+stub after `--for` or after `--quiet-minutes` without a DELETE.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from glcleanup import __version__
+from glcleanup.errors import ConnectError, GlcleanupError, StubError
+from glcleanup.hosts import Host
+from glcleanup.stub_remote import (
+    busy_ports,
+    check_cert_key,
+    check_dir,
+    compose_command,
+    deploy_word,
+    missing_tools,
+    parse_status_lines,
+    quote_argv,
+    registry_answers,
+    sh_check,
+    stubctl,
+    tail_text,
+    verify,
+    wait_ports_free,
+)
+from glcleanup.stub_render import Listen, StubConfig, render_env, render_nginx, stub_file
+
+GUARD_SECONDS = 240.0        # longer than a slow stop + port wait + start + verify
+COMMAND_TIMEOUT = 90.0       # the admin's stop/start commands (docker stop waits 10 s by default)
+STATE_VERSION = 1
+Say = Callable[[str], None]
+
+_LAUNCH_WATCHER = ('d=$1; shift; nohup sh "$d/stubctl.sh" watch "$d" "$@" </dev/null >/dev/null 2>&1 & '
+                   'echo $!')
+_ROTATE = ('d=$1; for f in access.log deletes.log error.log watcher.log; do '
+           '[ -f "$d/$f" ] && mv -f "$d/$f" "$d/$f.prev"; done; '
+           'rm -f "$d/confirmed" "$d/restore-failed" "$d/nginx.pid"; mkdir -p "$d/tmp"')
+_MKDIR = 'umask 077; mkdir -p "$1"'
+_REMOVE_WRITTEN = 'd=$1; shift; for f in "$@"; do rm -f "$d/$f"; done; exit 0'
+_REMOVE_CREATED = 'rm -rf "$1"'     # only a --dir this run created (checked absent just before)
+_ACCESS_LINE = re.compile(r'^(\S+) \S+ \S+ \[([^\]]+)\] "(\S+) (\S+)[^"]*" (\d{3}) \S+ "[^"]*" "([^"]*)"')
+
+
+def _quiet(_: str) -> None:
+    return None
+
+
+def _now() -> datetime:
+    return datetime.now(UTC).replace(microsecond=0)
+
+
+def _iso(moment: datetime) -> str:
+    return moment.isoformat().replace("+00:00", "Z")
+
+
+# --- status ------------------------------------------------------------------------------------------
+
+@dataclass
+class StubStatus:
+    """What `stub status` reports, read from --dir on the registry host."""
+
+    dir: str
+    state_file: bool = False
+    running: bool = False
+    state: dict[str, Any] | None = None
+    last_state: dict[str, Any] | None = None
+    values: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def on(self) -> bool:
+        return self.state_file and self.running
+
+    @property
+    def confirmed(self) -> bool:
+        return "confirmed_since" in self.values
+
+    def to_json(self) -> dict[str, Any]:
+        state = self.state or {}
+        source = state or self.last_state or {}
+        since = self.values.get("confirmed_since") or None
+        until = self.values.get("confirmed_until") or None
+        until = None if until == "-" else until
+        pid = self.values.get("pid") or self.values.get("confirmed_pid") or None
+        doc: dict[str, Any] = {
+            "state": "on" if self.on else "off",
+            "mode": source.get("mode"),
+            "listen": source.get("listen"),
+            "since": since if self.state_file else None,
+            "until": until if self.state_file else None,
+            "deploy": source.get("deploy"),
+            "dir": self.dir,
+            "pid": int(pid) if pid and pid.isdigit() and self.on else None,
+            "confirmed": self.confirmed,
+            "upstream": source.get("upstream"),
+            "http_port": source.get("http_port"),
+            "quiet_minutes": (source.get("quiet_seconds") or 0) / 60 or None,
+            "for_seconds": source.get("for_seconds") or None,
+            "requests": int(self.values["requests"]) if self.values.get("requests", "").isdigit() else 0,
+            "deletes": int(self.values["deletes"]) if self.values.get("deletes", "").isdigit() else 0,
+            "last_delete": parse_access_line(self.values.get("last_delete", "")),
+            "watcher_pid": int(self.values["watcher"]) if self.values.get("watcher", "").isdigit() else None,
+            "start_registry": source.get("start_registry"),
+        }
+        if self.state_file and not self.running:
+            doc["stale"] = True
+        if self.values.get("restore_failed"):
+            doc["restore_failed"] = int(self.values["restore_failed"]) if self.values["restore_failed"].isdigit() \
+                else self.values["restore_failed"]
+        if self.values.get("last_off_reason") and not self.state_file:
+            doc["last_off"] = {"reason": self.values["last_off_reason"], "at": self.values.get("last_off_at")}
+        return doc
+
+
+def parse_access_line(line: str) -> dict[str, Any] | None:
+    """One nginx `combined` line as {time, method, path, status, user_agent, client}."""
+    m = _ACCESS_LINE.match(line.strip())
+    if not m:
+        return None
+    when = m.group(2)
+    with contextlib.suppress(ValueError):
+        when = _iso(datetime.strptime(when, "%d/%b/%Y:%H:%M:%S %z").astimezone(UTC))
+    return {"time": when, "method": m.group(3), "path": m.group(4), "status": int(m.group(5)),
+            "user_agent": m.group(6), "client": m.group(1)}
+
+
+def read_status(host: Host, directory: str) -> StubStatus:
+    """One round trip: stubctl status prints liveness, log counts and the state file."""
+    result = stubctl(host, "status", directory, timeout=60)
+    if result.exit_code != 0:
+        raise StubError(f"cannot read the stub's state in {directory} on {host.name}: {tail_text(result)}")
+    values, state, which = parse_status_lines(result.text)
+    status = StubStatus(directory, values=values)
+    status.state_file = values.get("state_file") == "present"
+    status.running = values.get("running") == "yes"
+    if which == "state":
+        status.state = state
+    elif which == "last-state":
+        status.last_state = state
+    if status.state_file and state is None:
+        raise StubError(f"{directory}/state.json on {host.name} is unreadable; inspect it before going on")
+    return status
+
+
+# --- on ------------------------------------------------------------------------------------------------
+
+@dataclass
+class OnResult:
+    config: StubConfig
+    plan: list[str]
+    applied: bool = False
+    already: bool = False
+    warnings: list[str] = field(default_factory=list)
+    verified: list[str] = field(default_factory=list)
+    status: dict[str, Any] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"plan": self.plan, "applied": self.applied, "already_on": self.already,
+                "verified": self.verified, "warnings": self.warnings, "status": self.status}
+
+
+def plan_on(config: StubConfig, compose_cmd: str | None = None) -> list[str]:
+    """The steps `stub on --yes` takes, in order, for the admin to read first."""
+    d = config.dir
+    steps = [f"check on the host: {d} writable, tools present, "
+             + ("certificate and key match, " if config.tls else "")
+             + f"{config.listen} free (after --stop-registry), nginx config valid",
+             f"write {d}/nginx.conf ({config.mode} mode), {d}/stubctl.sh and {d}/state.json "
+             "(what is replaced and how to restore it)",
+             "start a guard on the host: restores by itself unless this run confirms a verified stub"]
+    if config.stop_registry:
+        steps.append(f"stop the registry: {quote_argv(config.stop_registry)}")
+    what = (f"nginx -p {d}/ -c {d}/nginx.conf" if config.deploy == "nginx"
+            else f"{compose_cmd or 'docker compose'} -f {d}/docker-compose.yml up -d")
+    steps.append(f"start the stub on {config.scheme}://{config.listen}"
+                 + (f" (+ http :{config.http_port} -> https)" if config.http_port else "") + f": {what}")
+    steps.append("verify every promised answer with curl on the registry host"
+                 + (f" (proxy to {config.upstream})" if config.upstream else ""))
+    if config.for_seconds:
+        steps.append(f"switch off by itself after {timedelta(seconds=config.for_seconds)}")
+    if config.quiet_seconds:
+        steps.append(f"switch off by itself after {config.quiet_seconds // 60 or config.quiet_seconds / 60} "
+                     "minutes without a DELETE")
+    steps.append("on any failure: stop the stub, run --start-registry "
+                 f"({quote_argv(config.start_registry)}), remove the state")
+    return steps
+
+
+def preflight(host: Host, config: StubConfig) -> tuple[list[str], str | None, bool]:
+    """Read-only checks before anything changes: (warnings, compose command, dir exists)."""
+    warnings: list[str] = []
+    tools = ["curl"] + (["openssl"] if config.tls else []) + (["nginx"] if config.deploy == "nginx" else [])
+    missing = missing_tools(host, tools)
+    if missing:
+        raise StubError(f"missing on {host.name}: {', '.join(missing)} (needed for --deploy {config.deploy})")
+    compose_cmd = None
+    if config.deploy == "compose":
+        compose_cmd = compose_command(host)
+        if compose_cmd is None:
+            raise StubError(f"--deploy compose: neither `docker compose` nor `docker-compose` works on {host.name}")
+    exists = check_dir(host, config.dir)
+    if config.cert and config.key:
+        warnings += check_cert_key(host, config.cert, config.key)
+    wanted = [config.listen] + ([config.listen.with_port(config.http_port)] if config.http_port else [])
+    busy = busy_ports(host, wanted)
+    if busy is None:
+        warnings.append(f"cannot list listening ports on {host.name} (no ss/netstat); nginx will say if "
+                        "the port is taken")
+    elif busy:
+        shown = ", ".join(str(b) for b in busy)
+        if not config.stop_registry:
+            raise StubError(f"{shown} already in use on {host.name} (the registry?); pass --stop-registry CMD "
+                            "to free it, or another --listen")
+        warnings.append(f"{shown} in use now; --stop-registry must free it")
+    return warnings, compose_cmd, exists
+
+
+def _state_doc(config: StubConfig, compose_cmd: str | None, registry_url: str | None, host: Host) -> dict[str, Any]:
+    return {
+        "version": STATE_VERSION, "glcleanup": __version__, "host": host.name,
+        "mode": config.mode, "listen": str(config.listen), "scheme": config.scheme,
+        "http_port": config.http_port, "cert": config.cert, "key": config.key, "upstream": config.upstream,
+        "deploy": config.deploy, "compose_cmd": compose_cmd,
+        "stubctl_deploy": deploy_word(config.deploy, compose_cmd), "compose_project": config.compose_project,
+        "dir": config.dir, "requested_at": _iso(_now()), "for_seconds": config.for_seconds,
+        "quiet_seconds": config.quiet_seconds, "stop_registry": config.stop_registry,
+        "start_registry": config.start_registry, "registry_url": registry_url,
+        "restore": f"glcleanup stub off --registry-host {host.name} --dir {config.dir} --yes",
+    }
+
+
+def _same_request(state: dict[str, Any], config: StubConfig) -> bool:
+    return (state.get("mode"), state.get("listen"), state.get("upstream"), state.get("deploy")) == \
+        (config.mode, str(config.listen), config.upstream, config.deploy)
+
+
+def _prepare(host: Host, config: StubConfig, compose_cmd: str | None, existed: bool) -> list[str]:
+    """Write the rendered files into --dir and check the config; on failure leave nothing behind."""
+    written = ["nginx.conf", "stubctl.sh", "deploy"]
+    if config.deploy == "compose":
+        written += ["docker-compose.yml", ".env"] + ([] if config.tls else ["no-tls.placeholder"])
+    d = config.dir
+    try:
+        if not existed:
+            _must(sh_check(host, _MKDIR, d), f"cannot create {d}")
+        _must(sh_check(host, _ROTATE, d), f"cannot prepare {d}")
+        host.put(render_nginx(config).encode(), f"{d}/nginx.conf", 0o644)
+        host.put(stub_file("stubctl.sh").encode(), f"{d}/stubctl.sh", 0o755)
+        word = deploy_word(config.deploy, compose_cmd)
+        host.put(f"{word} {config.compose_project}\n".encode(), f"{d}/deploy", 0o644)
+        if config.deploy == "compose":
+            host.put(stub_file("docker-compose.yml").encode(), f"{d}/docker-compose.yml", 0o644)
+            host.put(render_env(config).encode(), f"{d}/.env", 0o644)
+            if not config.tls:
+                host.put(b"", f"{d}/no-tls.placeholder", 0o644)
+        check = stubctl(host, "check", d, word, config.compose_project)
+        if check.exit_code != 0:
+            raise StubError(f"the stub's nginx config does not pass on {host.name}: {tail_text(check)}")
+    except BaseException:
+        try:
+            if existed:
+                sh_check(host, _REMOVE_WRITTEN, d, *written)
+            else:
+                sh_check(host, _REMOVE_CREATED, d)
+        except GlcleanupError:
+            pass
+        raise
+    return written
+
+
+def _must(result: Any, what: str) -> None:
+    if result.exit_code != 0:
+        raise StubError(f"{what}: {tail_text(result)}")
+
+
+def _restore_args(state: dict[str, Any], directory: str, reason: str) -> list[str]:
+    return ["restore", directory, reason, str(state["stubctl_deploy"]), str(state["compose_project"]),
+            *[str(a) for a in state.get("start_registry") or []]]
+
+
+def _watch_interval(config: StubConfig, guard: float) -> int:
+    spans = [s for s in (config.for_seconds, config.quiet_seconds, int(guard)) if s > 0]
+    return max(1, min(10, min(spans) // 10)) if spans else 10
+
+
+def stub_on(host: Host, config: StubConfig, *, apply: bool, registry_url: str | None = None,
+            guard_seconds: float = GUARD_SECONDS, say: Say = _quiet) -> OnResult:
+    """Plan, or (apply) check, record, stop the registry, start, verify, confirm; roll back on failure."""
+    status = read_status(host, config.dir)
+    if status.state_file:
+        state = status.state or {}
+        if status.running and _same_request(state, config):
+            return OnResult(config, [], already=True, status=status.to_json(),
+                            warnings=[f"already on since {status.values.get('confirmed_since', '?')}; "
+                                      "nothing changed"])
+        if status.running:
+            raise StubError(f"a stub is already on in {config.dir} ({state.get('mode')} on {state.get('listen')}); "
+                            "run `stub off` first")
+        raise StubError(f"{config.dir}/state.json is left from an earlier stub that is not running: run "
+                        "`stub off` to restore what it recorded, then `stub on` again")
+    warnings, compose_cmd, existed = preflight(host, config)
+    result = OnResult(config, plan_on(config, compose_cmd), warnings=warnings)
+    if not apply:
+        return result
+    _prepare(host, config, compose_cmd, existed)
+    say(f"nginx config checked; recording state in {config.dir}/state.json")
+    state = _state_doc(config, compose_cmd, registry_url, host)
+    host.put(json.dumps(state, indent=2).encode() + b"\n", f"{config.dir}/state.json", 0o600)
+    try:
+        _activate(host, config, state, guard_seconds, say, result)
+    except BaseException as exc:
+        message = _rollback(host, config.dir, state, guard_seconds)
+        if isinstance(exc, KeyboardInterrupt):
+            say(f"interrupted: {message}")
+            raise
+        text = str(exc) if isinstance(exc, GlcleanupError) else f"{type(exc).__name__}: {exc}"
+        raise StubError(f"stub on failed: {text}; {message}") from exc
+    result.applied = True
+    result.status = read_status(host, config.dir).to_json()
+    return result
+
+
+def _activate(host: Host, config: StubConfig, state: dict[str, Any], guard: float, say: Say,
+              result: OnResult) -> None:
+    d = config.dir
+    word = str(state["stubctl_deploy"])
+    launched = sh_check(host, _LAUNCH_WATCHER, d, str(int(guard)), str(config.for_seconds),
+                        str(config.quiet_seconds), str(_watch_interval(config, guard)), word,
+                        config.compose_project, *(config.start_registry or []))
+    _must(launched, "cannot start the watcher on the host")
+    if config.stop_registry:
+        say(f"stopping the registry: {quote_argv(config.stop_registry)}")
+        stopped = host.run(config.stop_registry, timeout=COMMAND_TIMEOUT)
+        if stopped.exit_code != 0:
+            raise StubError(f"--stop-registry failed (exit {stopped.exit_code}): {tail_text(stopped)}")
+        wanted = [config.listen] + ([config.listen.with_port(config.http_port)] if config.http_port else [])
+        busy = wait_ports_free(host, wanted)
+        if busy:
+            raise StubError(f"{', '.join(str(b) for b in busy)} still in use after --stop-registry")
+    say(f"starting the stub ({config.deploy})")
+    started = stubctl(host, "start", d, word, config.compose_project, timeout=COMMAND_TIMEOUT + 60)
+    if started.exit_code != 0:
+        log = sh_check(host, 'tail -n 5 "$1/error.log" 2>/dev/null', d).text.strip()
+        raise StubError(f"the stub did not start: {tail_text(started)}" + (f" | error.log: {log}" if log else ""))
+    pid = started.text.strip().rpartition(" ")[2] or "-"
+    say("verifying every answer from the registry host")
+    problems = verify(host, config)
+    if problems:
+        raise StubError("the stub answers wrong: " + "; ".join(problems))
+    result.verified = [f"{p}" for p in _verified_labels(config)]
+    since = _now()
+    until = _iso(since + timedelta(seconds=config.for_seconds)) if config.for_seconds else "-"
+    confirmed = stubctl(host, "confirm", d, _iso(since), until, pid, timeout=30)
+    if confirmed.exit_code == 76:
+        raise StubError(f"the guard on {host.name} already restored the registry (took longer than {guard:.0f} s)")
+    _must(confirmed, "cannot confirm the stub")
+
+
+def _verified_labels(config: StubConfig) -> list[str]:
+    from glcleanup.stub_remote import probes_for
+
+    return [f"{p.label} -> {'/'.join(str(s) for s in p.status)}" for p in probes_for(config)]
+
+
+def _rollback(host: Host, directory: str, state: dict[str, Any], guard: float) -> str:
+    """Undo a half-done `on`: the same restore as `off`. Retries once (SSHHost reconnects)."""
+    last: Exception | None = None
+    for _attempt in range(2):
+        try:
+            result = stubctl(host, *_restore_args(state, directory, "rollback"), timeout=COMMAND_TIMEOUT + 60)
+        except ConnectError as exc:
+            last = exc
+            time.sleep(0.5)
+            continue
+        if result.exit_code == 0:
+            return "rolled back: stub stopped" + (", registry started again" if state.get("start_registry") else "") \
+                + ", state removed"
+        if result.exit_code == 71:
+            return (f"rolled back the stub, but --start-registry failed: {tail_text(result)}; start the registry "
+                    f"by hand, then run `stub off --dir {directory} --yes`")
+        return f"rollback failed ({tail_text(result)}); run `stub off --dir {directory} --yes`"
+    return (f"could not reach {host.name} to roll back ({last}); the guard on the host restores by itself "
+            f"within {guard:.0f} s (log: {directory}/watcher.log)")
+
+
+# --- off ------------------------------------------------------------------------------------------------
+
+@dataclass
+class OffResult:
+    directory: str
+    plan: list[str] = field(default_factory=list)
+    applied: bool = False
+    already_off: bool = False
+    registry_ok: bool | None = None
+    registry_detail: str = ""
+    last_off: dict[str, Any] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"plan": self.plan, "applied": self.applied, "already_off": self.already_off,
+                "registry_ok": self.registry_ok, "registry_detail": self.registry_detail,
+                "last_off": self.last_off}
+
+
+def plan_off(state: dict[str, Any]) -> list[str]:
+    d = state.get("dir")
+    how = "stop nginx by its pid file" if state.get("deploy") == "nginx" else \
+        f"{state.get('compose_cmd') or 'docker compose'} -f {d}/docker-compose.yml down"
+    steps = [f"stop the {state.get('mode')} stub on {state.get('listen')}: {how}"]
+    if state.get("start_registry"):
+        steps.append(f"start the registry: {quote_argv(state['start_registry'])}")
+    steps.append(f"retire {d}/state.json (kept as last-state.json)")
+    return steps
+
+
+def stub_off(host: Host, directory: str, *, apply: bool, registry_url: str | None = None,
+             say: Say = _quiet) -> OffResult:
+    """Restore exactly what `on` recorded; idempotent (already off is success)."""
+    status = read_status(host, directory)
+    result = OffResult(directory)
+    if not status.state_file:
+        result.already_off = True
+        doc = status.to_json()
+        result.last_off = doc.get("last_off")
+        return result
+    state = status.state or {}
+    result.plan = plan_off(state)
+    if not apply:
+        return result
+    say("stopping the stub and restoring the registry")
+    restored = stubctl(host, *_restore_args(state, directory, "off"), timeout=COMMAND_TIMEOUT + 60)
+    if restored.exit_code == 71:
+        raise StubError(f"the stub is stopped, but --start-registry failed: {tail_text(restored)}; fix it and run "
+                        "`stub off` again (it retries the start command)")
+    if restored.exit_code == 75:
+        raise StubError("another restore (the watcher?) is running in the same --dir; try again in a minute")
+    if restored.exit_code != 0:
+        raise StubError(f"could not stop the stub: {tail_text(restored)}")
+    result.applied = True
+    if "already-off" in restored.text:
+        result.already_off = True
+    url = registry_url or state.get("registry_url") or _listen_url(state)
+    if url:
+        say(f"checking that the registry answers at {url}")
+        result.registry_ok, result.registry_detail = registry_answers(host, url)
+    return result
+
+
+def _listen_url(state: dict[str, Any]) -> str | None:
+    """Where the real registry should answer again once restarted: the address the stub held."""
+    if not state.get("start_registry"):
+        return None
+    address, _, port = str(state.get("listen") or "").rpartition(":")
+    if not port.isdigit():
+        return None
+    listen = Listen(address.strip("[]") or "0.0.0.0", int(port))
+    return f"{state.get('scheme') or 'https'}://{listen.connect_host}:{listen.port}"
+
+
+def stub_status(host: Host, directory: str) -> StubStatus:
+    return read_status(host, directory)
+
+
+__all__ = ["OffResult", "OnResult", "StubStatus", "parse_access_line", "plan_off", "plan_on", "preflight",
+           "read_status", "stub_off", "stub_on", "stub_status"]
