@@ -48,6 +48,10 @@ _APP_STATUS = re.compile(rb"response\s?\.\s?status\W{0,6}(\d{3})")
 _APP_UA = re.compile(rb'useragent(?:\\?")?\s*[=:]\s*(?:\\?"((?:[^"\\]|\\\\)*)|([^\s"\\]+))')
 _ACCESS = re.compile(  # "/v2/<path>/<kind>/<ref>", status, user agent of an access-log DELETE
     rb'"DELETE[ \t]+/v2/(\S+)[ \t]+HTTP/[\d.]+\\?"[ \t]*(\d{3})[ \t]+\S+[ \t]*\\?"[^"\n]*?"[ \t]*\\?"([^"\\\n]*)')
+_APP = re.compile(  # logrus text or JSON (keys sorted): "/v2/<path>/<kind>/<ref>", quoted/plain agent, status
+    rb'method\\?"?[ \t]*[=:][ \t]*\\?"?DELETE\b[^\n]*?\.uri\\?"?[ \t]*[=:][ \t]*\\?"?/v2/([^\s"\\]+)'
+    rb'[^\n]*?useragent\\?"?[ \t]*[=:][ \t]*(?:\\?"([^"\\\n]*)|([^\s"\\,]+))'
+    rb'[^\n]*?status\\?"?[ \t]*[=:][ \t]*(\d{3})')
 _REPO = re.compile(r"\A(.+?)/(?:manifests|blobs)/")
 _base_cache: dict[tuple[bytes, ...], int] = {}
 
@@ -157,18 +161,20 @@ class Stats:
     def scan(self, buf: Buffer, pos: int, end: int, start: float | None) -> None:
         """Count the DELETEs in the complete lines of buf[pos:end] stamped >= start.
 
-        Fast path: when the access log is present (it logs every request), one `findall` over the
-        range counts them in C; per-line work is left for the window's first lines, the first and
-        last occurrence of each group, and app-only logs (logrus text or JSON). `buf` may be an
-        mmap, so nothing is copied.
+        Fast path: one `findall` over the range counts them in C, on the access log when present
+        (it logs every request, and each request is also in the app log: counting one avoids
+        double counting), else on the logrus text/JSON app lines. Per-line work is left for the
+        window's first lines, each group's first and last line, and lines neither regex knows.
+        `buf` may be an mmap, so nothing is copied.
         """
         self.bytes_scanned += end - pos
         if start is not None and not self.past_start:
             pos = self._head(buf, pos, end, start)
-        hits = _ACCESS.findall(buf, pos, end)
-        if hits:
-            self._add_access(buf, pos, end, hits)
-            return
+        for regex, kind in ((_ACCESS, "access"), (_APP, "app")):
+            hits = regex.findall(buf, pos, end)
+            if hits:
+                self._add_fast(buf, pos, end, hits, regex, kind)
+                return
         find, rfind, add = buf.find, buf.rfind, self.add
         at = find(b"DELETE", pos, end)
         while at != -1:
@@ -193,14 +199,17 @@ class Stats:
             pos = stop + 1
         return end
 
-    def _add_access(self, buf: Buffer, pos: int, end: int, hits: list[tuple[bytes, bytes, bytes]]) -> None:
+    def _add_fast(self, buf: Buffer, pos: int, end: int, hits: list[tuple[bytes, ...]],
+                  regex: re.Pattern[bytes], kind: str) -> None:
+        """Count findall hits in C, then look up each group's first and last time."""
         counts = collections.Counter(hits)
-        for hit, (first, last) in self._edges(buf, pos, end, set(counts)).items():
-            repo = _repo(hit[0])
+        for hit, (first, last) in _edges(buf, pos, end, set(counts), regex).items():
+            target, status, agent = _fields(hit, kind)
+            repo = _repo(target)
             if repo is None:
                 continue
             self.delete_lines += counts[hit]
-            key = (repo, _unescape(hit[2]), int(hit[1]), "access")
+            key = (repo, _unescape(agent), int(status), kind)
             entry = self.groups.setdefault(key, [0, -1.0, -1.0])
             entry[0] += counts[hit]
             if first is not None and (entry[1] < 0 or first < entry[1]):
@@ -208,32 +217,39 @@ class Stats:
             if last is not None and last > entry[2]:
                 entry[2] = last
 
-    @staticmethod
-    def _edges(buf: Buffer, pos: int, end: int, keys: set[tuple[bytes, bytes, bytes]]
-               ) -> dict[tuple[bytes, bytes, bytes], tuple[float | None, float | None]]:
-        """Time of the first and last line of each group, searching from both ends only."""
-        first: dict[tuple[bytes, ...], float | None] = {}
-        for match in _ACCESS.finditer(buf, pos, end):
-            if match.groups() not in first:
-                first[match.groups()] = _time_at(buf, match.start(), pos, end)
-                if len(first) == len(keys):
-                    break
-        last: dict[tuple[bytes, ...], float | None] = {}
-        size = 64 * 1024
-        while len(last) < len(keys):
-            begin = max(pos, end - size)
-            begin = max(buf.rfind(b"\n", pos, begin) + 1, pos) if begin > pos else pos
-            found = {match.groups(): match.start() for match in _ACCESS.finditer(buf, begin, end)}
-            for key, at in found.items():
-                if key not in last:
-                    last[key] = _time_at(buf, at, pos, end)
-            if begin == pos:
-                break
-            size *= 4
-        return {k: (first.get(k), last.get(k)) for k in keys}
-
     def to_json(self) -> list[list[Any]]:
         return [[k[0], k[1], k[2], k[3], int(v[0]), v[1], v[2]] for k, v in self.groups.items()]
+
+
+def _fields(hit: tuple[bytes, ...], kind: str) -> tuple[bytes, bytes, bytes]:
+    """(target, status, user agent) from an _ACCESS or _APP findall tuple."""
+    if kind == "access":
+        return hit[0], hit[1], hit[2]
+    return hit[0], hit[3], hit[1] or hit[2]
+
+
+def _edges(buf: Buffer, pos: int, end: int, keys: set[tuple[bytes, ...]], regex: re.Pattern[bytes]
+           ) -> dict[tuple[bytes, ...], tuple[float | None, float | None]]:
+    """Time of the first and last line of each group, searching from both ends only."""
+    first: dict[tuple[bytes, ...], float | None] = {}
+    for match in regex.finditer(buf, pos, end):
+        if match.groups(b"") not in first:
+            first[match.groups(b"")] = _time_at(buf, match.start(), pos, end)
+            if len(first) == len(keys):
+                break
+    last: dict[tuple[bytes, ...], float | None] = {}
+    size = 64 * 1024
+    while len(last) < len(keys):
+        begin = max(pos, end - size)
+        begin = max(buf.rfind(b"\n", pos, begin) + 1, pos) if begin > pos else pos
+        found = {match.groups(b""): match.start() for match in regex.finditer(buf, begin, end)}
+        for key, at in found.items():
+            if key not in last:
+                last[key] = _time_at(buf, at, pos, end)
+        if begin == pos:
+            break
+        size *= 4
+    return {k: (first.get(k), last.get(k)) for k in keys}
 
 
 def _time_at(buf: Buffer, at: int, pos: int, end: int) -> float | None:

@@ -107,3 +107,26 @@ def test_get_and_put_lines_are_not_deletes() -> None:
     for line in text.splitlines():
         if b"method=DELETE" not in line:
             assert logs_agent.parse_delete(line) is None
+
+
+@pytest.mark.parametrize("name", ["registry-json.log", "docker-json-jsonfmt.log", "docker-json.log",
+                                  "svlogd-iso.current"])
+def test_app_log_alone_when_the_access_log_is_missing(tmp_path: Path, name: str) -> None:
+    """Only stderr captured (`2>file`, or the access log disabled): the app lines carry the evidence."""
+    lines = (DATA / name).read_text().splitlines()
+    only_app = [ln for ln in lines if "HTTP/1.1" not in ln]
+    path = tmp_path / name
+    path.write_text("\n".join(only_app) + "\n")
+    assert _codes(path) == EXPECTED
+    assert {g[3] for g in logs_agent.analyze_path(str(path), None)["groups"]} == {"app"}
+
+
+def test_quoted_user_agent_with_spaces() -> None:
+    text = (b'time="2026-11-29T00:24:50Z" level=error msg="response completed with error" '
+            b'http.request.method=DELETE http.request.remoteaddr="127.0.0.1:1" '
+            b'http.request.uri=/v2/g/r/manifests/latest http.request.useragent="docker/24.0.7 go/go1.20" '
+            b"http.response.status=400 vars.name=g/r\n")
+    stats = logs_agent.Stats()
+    stats.scan(text * 3, 0, len(text) * 3, None)
+    assert stats.to_json()[0][:5] == ["g/r", "docker/24.0.7 go/go1.20", 400, "app", 3]
+    assert logs_agent.parse_delete(text.strip()) == ("g/r", "docker/24.0.7 go/go1.20", 400, "app")

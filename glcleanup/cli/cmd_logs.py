@@ -53,9 +53,23 @@ def logs_command(
 
 
 def render(report: logs.LogReport) -> None:
-    emit_table(report.sources, _SOURCE_COLUMNS, title="Registry logs:")
+    rows = [{**s, "bytes": _size(s["bytes"]), "disk_free_bytes": _size(s["disk_free_bytes"]),
+             "growth_bytes_per_hour": _size(s["growth_bytes_per_hour"])} for s in report.sources]
+    emit_table(rows, _SOURCE_COLUMNS, title="Registry logs:")
     emit_table(report.loops, _LOOP_COLUMNS, title="\nDELETE loops:", empty="(none)")
     typer.echo(f"\n{report.verdict()}")
+
+
+def _size(value: int | None) -> str | None:
+    """Human bytes for the table (JSON keeps exact integers)."""
+    if value is None:
+        return None
+    amount = float(value)
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if amount < 1000 or unit == "TB":
+            return f"{amount:.0f} {unit}" if unit == "B" else f"{amount:.1f} {unit}"
+        amount /= 1000
+    return None
 
 
 def _approve(targets: list[logs_disk.TruncateTarget], yes: bool) -> bool:
