@@ -145,3 +145,16 @@ def test_cli_up_status_delete_down(tmp_path: Path) -> None:
     assert json.loads(after.stdout)["state"] == "down"
     assert cli.invoke(app, ["lab", "down", "--dir", lab_dir, "--purge"]).exit_code == 0
     assert not Path(lab_dir).exists()
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl missing")
+def test_tls_registry_lab(tmp_path: Path) -> None:
+    with Lab(tmp_path / "lab", version="17.3.5", tls=True) as lab:
+        assert lab.registry_url.startswith("https://127.0.0.1:")
+        ca = lab.settings_env()["GLCLEANUP_LAB_REGISTRY_CA"]
+        assert sorted(list_tags(lab.registry_url, "acme/website", verify=ca)) == ["2026-11-28", "latest"]
+        assert lab.demo is not None
+        lab.delete_image("acme/website", lab.demo.repository("acme/website").id)
+        wait_for(lambda: "http.request.useragent=GitLab/17.3.5" in lab.registry_log.read_text())
+        assert lab.worker is not None
+        assert lab.worker.passes[0].message.startswith("could not delete tags")  # TLS worked, the bug too

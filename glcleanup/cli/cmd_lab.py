@@ -48,11 +48,13 @@ def up(
                                               help="Real seconds per GitLab minute (cron, backoff).")]
     = DEFAULT_TIME_SCALE,
     fresh: Annotated[bool, typer.Option("--fresh", help="Start from a new database and registry.")] = False,
+    tls: Annotated[bool, typer.Option("--tls", help="Serve the registry over HTTPS (self-signed, "
+                                      "trusted by the lab's GitLab).")] = False,
 ) -> None:
     """Start the lab in the background and print its settings as `export` lines."""
 
     def start() -> Lab:
-        lab = Lab(directory or default_dir(), version=version, time_scale=time_scale)
+        lab = Lab(directory or default_dir(), version=version, time_scale=time_scale, tls=tls)
         if fresh:
             lab.purge()
         info(f"lab: starting GitLab {version} simulation and registry in {lab.dir}")

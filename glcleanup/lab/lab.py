@@ -106,12 +106,26 @@ def stop_pid(pid: int | None, marker: str, timeout: float = 5.0) -> None:
         os.kill(pid, signal.SIGKILL)
 
 
+def make_certificate(directory: Path) -> tuple[str, str]:
+    """A self-signed certificate for 127.0.0.1/localhost (it is its own CA file): (cert, key)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    if not (cert.exists() and key.exists()):
+        if shutil.which("openssl") is None:
+            raise LabError("openssl not found on PATH (needed for --tls)")
+        subprocess.run(
+            ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "30", "-subj", "/CN=127.0.0.1",
+             "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost", "-keyout", str(key), "-out", str(cert)],
+            check=True, capture_output=True, timeout=60)
+    return str(cert), str(key)
+
+
 class Lab:
     """A lab directory: gitlab.sqlite3, registry/, logs, bin/gitlab-rails and lab.json."""
 
     def __init__(self, directory: Path | str | None = None, version: str = DEFAULT_VERSION,
                  time_scale: float = DEFAULT_TIME_SCALE, worker_slow: float = 0.0, api_latency: float = 0.0,
-                 seed: bool = True) -> None:
+                 seed: bool = True, tls: bool = False) -> None:
         if not VERSION_RE.match(version):
             raise UsageError(f"not a GitLab version: {version!r} (expected e.g. 17.3.5)")
         self.dir = Path(directory or default_dir()).expanduser().resolve()
@@ -120,6 +134,7 @@ class Lab:
         self.worker_slow = worker_slow
         self.api_latency = api_latency
         self.seed = seed
+        self.tls = tls
         self.registry: RegistryProcess | None = None
         self.api: GitLabApiServer | None = None
         self.worker: DeletionWorker | None = None
@@ -202,11 +217,13 @@ class Lab:
                            "`glcleanup lab down --purge` first")
         fresh = not self.db_path.exists()
         try:
-            self.registry = RegistryProcess(self.dir / "registry", log_path=self.registry_log).start()
+            cert = make_certificate(self.dir / "tls") if self.tls else None
+            self.registry = RegistryProcess(self.dir / "registry", log_path=self.registry_log, tls=cert).start()
             schema.create(self.db_path, self.version, self.registry.url)
             self.set_registry_api_url(self.registry.url)
+            self._set_setting("registry_ca_file", cert[0] if cert else "")
             if fresh and self.seed:
-                self.demo = seed_demo(self.db_path, self.registry.url)
+                self.demo = seed_demo(self.db_path, self.registry.url, verify=cert[0] if cert else True)
             self._write_wrapper(ruby)
             state = {
                 "dir": str(self.dir), "version": self.version, "db": str(self.db_path),
@@ -214,6 +231,7 @@ class Lab:
                 "api_port": free_port(), "time_scale": self.time_scale, "worker_slow": self.worker_slow,
                 "api_latency": self.api_latency, "registry_url": self.registry.url,
                 "registry_port": self.registry.port, "registry_pid": self.registry.pid,
+                "registry_ca": cert[0] if cert else None,
                 "registry_log": str(self.registry_log), "worker_log": str(self.worker_log),
                 "runner": str(self.runner_path), "mode": "daemon" if daemon else "in-process",
                 "gitlab_pid": None, "started_at": schema.now_db(),
@@ -342,13 +360,22 @@ class Lab:
             "GLCLEANUP_REGISTRY_URL": self.registry_url,
             "GLCLEANUP_LAB_REGISTRY_LOG": str(self.registry_log),
             "GLCLEANUP_LAB_DIR": str(self.dir),
+            **({"GLCLEANUP_LAB_REGISTRY_CA": ca} if (ca := self.state().get("registry_ca")) else {}),
         }
 
-    def set_registry_api_url(self, url: str) -> None:
-        """Repoint GitLab at a registry (the stub, a proxy): the worker reads it on its next pass."""
+    def set_registry_api_url(self, url: str, ca_file: str | None = None) -> None:
+        """Repoint GitLab at a registry (the stub, a proxy): the worker reads it on its next pass.
+
+        `ca_file` is what GitLab would trust for it (/etc/gitlab/trusted-certs); None keeps the current one.
+        """
+        self._set_setting("registry_api_url", url)
+        if ca_file is not None:
+            self._set_setting("registry_ca_file", ca_file)
+
+    def _set_setting(self, key: str, value: str) -> None:
         conn = schema.connect(self.db_path)
         try:
-            schema.set_setting(conn, "registry_api_url", url)
+            schema.set_setting(conn, key, value)
         finally:
             conn.close()
 
