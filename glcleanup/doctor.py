@@ -51,22 +51,27 @@ class _Failed(GlcleanupError):
 
 
 def check_api(settings: Settings) -> str:
+    """Token accepted (`gl.auth()`) and an admin's (`gl.user.is_admin`): what scan/stop-loop need."""
     if not settings.url:
         raise _Skip("skipped: no --url / GITLAB_URL")
     settings.require_api()
     try:
         api: Any = importlib.import_module("glcleanup.gitlab_api")
-        gl = api.connect(settings)
     except ModuleNotFoundError as exc:  # gitlab_api.py not in this build: python-gitlab directly
         if exc.name != "glcleanup.gitlab_api":
             raise
+        api = None
+    if api is not None:
+        gl = api.connect(settings)  # authenticates
+        version = api.server_version(gl)
+    else:
         import gitlab
 
         gl = gitlab.Gitlab(settings.url, private_token=settings.token, ssl_verify=settings.ssl_verify,
                            timeout=30)
-    gl.auth()
+        gl.auth()
+        version = gl.version()[0]
     user = gl.user
-    version = gl.version()[0]
     if not getattr(user, "is_admin", False):
         raise _Failed(f"token of {user.username} works on GitLab {version} but is not an admin's: "
                       "scan and stop-loop need an admin token")
