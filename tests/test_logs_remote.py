@@ -21,10 +21,11 @@ TOOLS = ("sh", "tail", "head", "grep", "wc", "df", "cat", "sed", "readlink", "tr
 
 
 @pytest.fixture(scope="module")
-def big_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def big_log(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     path = tmp_path_factory.mktemp("remote") / "registry-json.log"
     write_log(path, target_bytes=40_000_000, per_second=3.0, start=START)
-    return path
+    yield path
+    path.unlink()
 
 
 @pytest.fixture

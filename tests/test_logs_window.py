@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -16,10 +17,11 @@ START = datetime(2024, 10, 27, 0, 0, tzinfo=UTC)  # years before the wall clock:
 
 
 @pytest.fixture(scope="module")
-def two_hours(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def two_hours(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     path = tmp_path_factory.mktemp("win") / "loop-json.log"
     write_log(path, n_minutes=120, per_second=2.0, normal_per_second=1.0, start=START)
-    return path
+    yield path
+    path.unlink()
 
 
 def test_rate_of_a_known_loop(two_hours: Path) -> None:
@@ -59,6 +61,7 @@ def test_seeking_reads_few_bytes_of_a_big_file(tmp_path: Path) -> None:
     write_log(path, target_bytes=400_000_000, per_second=5.0, start=START)
     size = path.stat().st_size
     fd = os.open(path, os.O_RDONLY)
+    path.unlink()  # 400 MB: gone from disk when the descriptor closes, even if the test fails
     try:
         reads: list[int] = []
 
@@ -90,5 +93,6 @@ def test_leading_nul_hole_is_skipped_cheaply(tmp_path: Path) -> None:
     assert summary["nul_bytes"] == 2 * 1024**3
     assert summary["bytes_read"] < len(body) + 3_000_000
     report = logs.analyze_sources(LocalHost(), [str(path)], timedelta(minutes=10))
+    path.unlink()
     assert report.loops[0]["requests"] == 10 * 60 + 1
     assert report.sources[0]["nul_bytes"] == 2 * 1024**3
