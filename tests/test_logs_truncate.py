@@ -110,3 +110,28 @@ def test_cli_truncate_needs_yes_and_prints_the_log_opts_fix(writer, tmp_path: Pa
     assert "looping:" in applied.stdout
     assert '"max-file": "3"' in applied.stdout
     assert path.stat().st_size < size
+
+
+def test_truncate_over_ssh_keeps_evidence_locally(writer, tmp_path: Path, isolated_home: Path) -> None:  # type: ignore[no-untyped-def]
+    from tests.support.ssh import AsyncSSHServer
+
+    path = tmp_path / "remote-json.log"
+    proc = writer(path, "append")
+    server = AsyncSSHServer(tmp_path).start()
+    try:
+        result = CliRunner().invoke(app, [
+            "logs", str(path), "--since", "all", "--truncate", "--yes", "-o", "json",
+            "--registry-host", f"root@127.0.0.1:{server.port}", "--ssh-key", str(server.key_file),
+            "--known-hosts", str(server.known_hosts)])
+        commands = list(server.commands)
+    finally:
+        server.stop()
+    assert result.exit_code == 1, result.output
+    outcome = json.loads(result.stdout)["truncate"]
+    assert outcome["applied"] is True
+    assert outcome["results"][0]["nul_fill"] is False
+    assert outcome["plan"][0]["writers"][0]["pid"] == proc.pid
+    evidence = Path(outcome["evidence"])
+    assert evidence.is_relative_to(isolated_home)  # kept on the admin's side, in glcleanup's state
+    assert json.loads(evidence.read_text())["report"]["loops"][0]["path"] == "user/repo"
+    assert any(cmd.startswith("truncate -s 0 -- ") for cmd in commands)
