@@ -20,6 +20,7 @@ import json
 import math
 import queue
 import re
+import socket
 import sqlite3
 import threading
 import time
@@ -965,6 +966,12 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "nginx"
     sys_version = ""
+
+    def setup(self) -> None:
+        """TCP_NODELAY: headers and body go out in two writes; without it Nagle plus the client's
+        delayed ACK add ~40 ms to every request, which no real GitLab front end does."""
+        super().setup()
+        self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def log_message(self, format: str, *args: Any) -> None:
         return
