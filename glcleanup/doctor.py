@@ -7,6 +7,7 @@ is not a failure). The registry section tells whether GitLab would loop against 
 from __future__ import annotations
 
 import importlib
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -50,7 +51,7 @@ class _Failed(GlcleanupError):
     """A check ran and the answer is no."""
 
 
-def check_api(settings: Settings) -> str:
+def check_api(settings: Settings, facts: dict[str, Any]) -> str:
     """Token accepted (`gl.auth()`) and an admin's (`gl.user.is_admin`): what scan/stop-loop need."""
     if not settings.url:
         raise _Skip("skipped: no --url / GITLAB_URL")
@@ -71,6 +72,7 @@ def check_api(settings: Settings) -> str:
                            timeout=30)
         gl.auth()
         version = gl.version()[0]
+    facts["gitlab_version"] = version
     user = gl.user
     if not getattr(user, "is_admin", False):
         raise _Failed(f"token of {user.username} works on GitLab {version} but is not an admin's: "
@@ -78,13 +80,14 @@ def check_api(settings: Settings) -> str:
     return f"{user.username} (admin) on GitLab {version}"
 
 
-def check_rails(settings: Settings) -> str:
+def check_rails(settings: Settings, facts: dict[str, Any]) -> str:
     if not settings.rails_host:
         raise _Skip("skipped: no --rails-host")
     rails: Any = importlib.import_module("glcleanup.rails")
     if not hasattr(rails, "ping"):
         raise _Skip("skipped: this build has no runner ping")
     result = rails.ping(settings)
+    facts.setdefault("gitlab_version", result.get("gitlab_version"))
     return (f"`{settings.rails_runner}` booted on {settings.rails_host}: GitLab {result.get('gitlab_version')}, "
             f"{result.get('repositories')} container repositories")
 
@@ -115,8 +118,9 @@ def check_registry_url(settings: Settings) -> str:
 def diagnose(settings: Settings) -> DoctorReport:
     """All checks, then the probe replay (only when the registry URL answered)."""
     report = DoctorReport()
-    report.checks.append(_check(settings, "gitlab_api", lambda: check_api(settings)))
-    report.checks.append(_check(settings, "rails_runner", lambda: check_rails(settings)))
+    facts: dict[str, Any] = {}
+    report.checks.append(_check(settings, "gitlab_api", lambda: check_api(settings, facts)))
+    report.checks.append(_check(settings, "rails_runner", lambda: check_rails(settings, facts)))
     report.checks.append(_check(settings, "registry_host", lambda: check_registry_host(settings)))
     url_check = _check(settings, "registry_url", lambda: check_registry_url(settings))
     report.checks.append(url_check)
@@ -129,7 +133,21 @@ def diagnose(settings: Settings) -> DoctorReport:
             return report
         report.checks.append({"name": "registry_tag_delete", "ok": not report.registry["loop_risk"],
                               "detail": report.registry["explanation"]})
+    if facts.get("gitlab_version"):
+        report.registry["gitlab_version"] = facts["gitlab_version"]
+        report.registry["retry_cap"] = retry_cap(str(facts["gitlab_version"]))
     return report
+
+
+def retry_cap(version: str) -> str:
+    """Whether this GitLab ends a failing deletion: `yes` (17.6+), `flag` (17.5, off by default), `none`."""
+    numbers = re.match(r"(\d+)\.(\d+)", version)
+    if not numbers:
+        return "unknown"
+    major_minor = (int(numbers.group(1)), int(numbers.group(2)))
+    if major_minor >= (17, 6):
+        return "yes"
+    return "flag" if major_minor == (17, 5) else "none"
 
 
 __all__ = ["DoctorReport", "diagnose"]

@@ -52,4 +52,6 @@ def test_lab_loop_is_found_in_the_log_and_predicted_by_doctor(tmp_path: Path) ->
     assert checks["registry_host"]["ok"] is True
     assert checks["registry_url"]["ok"] is True
     assert doctor["registry"]["loop_risk"] is True
+    assert doctor["registry"]["gitlab_version"].startswith("17.3.5")
+    assert doctor["registry"]["retry_cap"] == "none"
     assert lab.token not in doctor_run.stdout

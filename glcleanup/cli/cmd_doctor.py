@@ -32,5 +32,10 @@ def render(report: DoctorReport) -> None:
         typer.echo(f"  {probe['request']} -> {probe['status']} Allow: {probe['allow'] or '-'}")
         typer.echo(f"  {delete['request']} -> {delete['status']} {delete['error_code'] or ''}")
         typer.echo(f"  loop risk: {'YES' if reg['loop_risk'] else 'no'}: {reg['explanation']}")
+        cap = {"yes": "caps deletion retries (a failing deletion ends as delete_failed)",
+               "flag": "caps retries only with the set_delete_failed_container_repository flag",
+               "none": "has no retry cap: a failing deletion retries forever"}.get(reg.get("retry_cap", ""))
+        if cap:
+            typer.echo(f"  GitLab {reg['gitlab_version']} {cap}")
         for number, fix in enumerate(reg.get("fixes", []), 1):
             typer.echo(f"  fix {number}: {fix}")
