@@ -115,7 +115,13 @@ def analyze_sources(host: Host, sources: list[str], since: timedelta | None) -> 
     report = LogReport()
     for spec in sources:
         path = resolve_source(host, spec)
-        summary = read_summary(host, path, since)
+        try:
+            summary = read_summary(host, path, since)
+        except NotFoundError as exc:
+            if spec.strip() != "omnibus":
+                raise
+            raise NotFoundError(f"{exc} (the Omnibus registry log); name the log instead: a file path on "
+                                "the registry host, or docker:NAME for a registry container") from exc
         report.sources.append(source_entry(spec, summary))
         report.loops.extend(loops_from(spec, summary["groups"]))
     report.loops.sort(key=lambda loop: (-loop["per_minute"], loop["path"]))
