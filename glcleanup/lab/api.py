@@ -912,7 +912,8 @@ class GitLabApiServer:
         self._server = ThreadingHTTPServer((self.host, self.port), handler)
         self._server.daemon_threads = True
         self.port = int(self._server.server_address[1])
-        self._thread = threading.Thread(target=self._server.serve_forever, name="lab-gitlab-api", daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), name="lab-gitlab-api",
+                                        daemon=True)
         self._thread.start()
         return self
 
