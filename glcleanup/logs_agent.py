@@ -201,17 +201,21 @@ class Stats:
 
     def _add_fast(self, buf: Buffer, pos: int, end: int, hits: list[tuple[bytes, ...]],
                   regex: re.Pattern[bytes], kind: str) -> None:
-        """Count findall hits in C, then look up each group's first and last time."""
-        counts = collections.Counter(hits)
-        for hit, (first, last) in _edges(buf, pos, end, set(counts), regex).items():
+        """Count findall hits in C, fold them into groups, then find each group's first/last time."""
+        names: dict[tuple[bytes, ...], GroupKey] = {}
+        counts: dict[GroupKey, int] = {}
+        for hit, count in collections.Counter(hits).items():
             target, status, agent = _fields(hit, kind)
             repo = _repo(target)
             if repo is None:
                 continue
-            self.delete_lines += counts[hit]
             key = (repo, _unescape(agent), int(status), kind)
+            names[hit] = key
+            counts[key] = counts.get(key, 0) + count
+        for key, (first, last) in _edges(buf, pos, end, names, regex).items():
+            self.delete_lines += counts[key]
             entry = self.groups.setdefault(key, [0, -1.0, -1.0])
-            entry[0] += counts[hit]
+            entry[0] += counts[key]
             if first is not None and (entry[1] < 0 or first < entry[1]):
                 entry[1] = first
             if last is not None and last > entry[2]:
@@ -228,28 +232,38 @@ def _fields(hit: tuple[bytes, ...], kind: str) -> tuple[bytes, bytes, bytes]:
     return hit[0], hit[3], hit[1] or hit[2]
 
 
-def _edges(buf: Buffer, pos: int, end: int, keys: set[tuple[bytes, ...]], regex: re.Pattern[bytes]
-           ) -> dict[tuple[bytes, ...], tuple[float | None, float | None]]:
-    """Time of the first and last line of each group, searching from both ends only."""
-    first: dict[tuple[bytes, ...], float | None] = {}
+def _edges(buf: Buffer, pos: int, end: int, names: dict[tuple[bytes, ...], GroupKey],
+           regex: re.Pattern[bytes]) -> dict[GroupKey, tuple[float | None, float | None]]:
+    """Time of the first and last line of each group, searching from both ends only.
+
+    Matches are mapped to their group through `names`, so many distinct references (digests)
+    in a few repositories still stop the search as soon as every group has been seen.
+    """
+    wanted = set(names.values())
+    first: dict[GroupKey, float | None] = {}
     for match in regex.finditer(buf, pos, end):
-        if match.groups(b"") not in first:
-            first[match.groups(b"")] = _time_at(buf, match.start(), pos, end)
-            if len(first) == len(keys):
+        key = names.get(match.groups(b""))
+        if key is not None and key not in first:
+            first[key] = _time_at(buf, match.start(), pos, end)
+            if len(first) == len(wanted):
                 break
-    last: dict[tuple[bytes, ...], float | None] = {}
+    last: dict[GroupKey, float | None] = {}
     size = 64 * 1024
-    while len(last) < len(keys):
+    while len(last) < len(wanted):
         begin = max(pos, end - size)
         begin = max(buf.rfind(b"\n", pos, begin) + 1, pos) if begin > pos else pos
-        found = {match.groups(b""): match.start() for match in regex.finditer(buf, begin, end)}
+        found: dict[GroupKey, int] = {}
+        for match in regex.finditer(buf, begin, end):
+            key = names.get(match.groups(b""))
+            if key is not None:
+                found[key] = match.start()
         for key, at in found.items():
             if key not in last:
                 last[key] = _time_at(buf, at, pos, end)
         if begin == pos:
             break
         size *= 4
-    return {k: (first.get(k), last.get(k)) for k in keys}
+    return {k: (first.get(k), last.get(k)) for k in wanted}
 
 
 def _time_at(buf: Buffer, at: int, pos: int, end: int) -> float | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -96,3 +97,21 @@ def test_leading_nul_hole_is_skipped_cheaply(tmp_path: Path) -> None:
     path.unlink()
     assert report.loops[0]["requests"] == 10 * 60 + 1
     assert report.sources[0]["nul_bytes"] == 2 * 1024**3
+
+
+def test_many_distinct_digests_fold_into_few_groups(tmp_path: Path) -> None:
+    """A cleanup burst: 30,000 DELETEs by digest over 3 repositories, each reference different."""
+    path = tmp_path / "access.log"
+    lines = []
+    for i in range(30_000):
+        repo = ("a/one", "b/two", "c/three")[i % 3]
+        minute, second = divmod(i // 50, 60)
+        lines.append(f'10.0.0.1 - - [27/Oct/2024:06:{minute:02d}:{second:02d} +0300] "DELETE /v2/{repo}/manifests/'
+                     f'sha256:{i:064x} HTTP/1.1" 202 0 "" "GitLab/17.6.1"\n')
+    path.write_text("".join(lines))
+    began = time.perf_counter()
+    summary = logs_agent.analyze_path(str(path), None)
+    assert time.perf_counter() - began < 2.0
+    groups = sorted((g[0], g[2], g[4]) for g in summary["groups"])
+    assert groups == [("a/one", 202, 10_000), ("b/two", 202, 10_000), ("c/three", 202, 10_000)]
+    assert logs.analyze_sources(LocalHost(), [str(path)], None).loops == []  # 202s are not a loop
