@@ -9,6 +9,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -55,7 +56,7 @@ def writer(tmp_path: Path) -> Iterator[object]:
         stop_process(proc)  # type: ignore[arg-type]
 
 
-def _relieve(path: Path) -> tuple[dict[str, object], dict[str, object]]:
+def _relieve(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     host = LocalHost()
     report = logs.analyze_sources(host, [str(path)], None).to_json()
     outcome = logs_disk.relieve(host, report, lambda targets: True)
@@ -69,8 +70,8 @@ def test_truncate_keeps_evidence_and_explains_the_result(writer, tmp_path: Path,
     before = path.stat().st_size
     _report, outcome = _relieve(path)
     assert outcome["applied"] is True
-    (result,) = outcome["results"]  # type: ignore[misc]
-    (plan,) = outcome["plan"]  # type: ignore[misc]
+    (result,) = outcome["results"]
+    (plan,) = outcome["plan"]
     assert [w["pid"] for w in plan["writers"]] == [proc.pid]
     assert plan["writers"][0]["append"] is (mode == "append")
     evidence = json.loads(Path(str(outcome["evidence"])).read_text())

@@ -24,7 +24,7 @@ def logs_command(
     settings: Settings,
     sources: Annotated[list[str] | None, typer.Argument(
         help="Log on --registry-host: a file path, docker:NAME, or omnibus (default).",
-        show_default=False)] = None,
+        metavar="SRC", show_default=False)] = None,
     since: Annotated[str, typer.Option(
         "--since", help="Window ending at the newest entry: 15m, 2h, 1d, or all.")] = "15m",
     truncate: Annotated[bool, typer.Option(
