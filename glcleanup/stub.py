@@ -42,6 +42,7 @@ from glcleanup.stub_render import Listen, StubConfig, render_env, render_nginx, 
 
 GUARD_SECONDS = 240.0        # longer than a slow stop + port wait + start + verify
 COMMAND_TIMEOUT = 90.0       # the admin's stop/start commands (docker stop waits 10 s by default)
+PORT_WAIT = 20.0             # how long the port may take to close after --stop-registry
 STATE_VERSION = 1
 Say = Callable[[str], None]
 
@@ -51,7 +52,7 @@ _ROTATE = ('d=$1; for f in access.log deletes.log error.log watcher.log; do '
            '[ -f "$d/$f" ] && mv -f "$d/$f" "$d/$f.prev"; done; '
            'rm -f "$d/confirmed" "$d/restore-failed" "$d/nginx.pid"; mkdir -p "$d/tmp"')
 _MKDIR = 'umask 077; mkdir -p "$1"'
-_REMOVE_WRITTEN = 'd=$1; shift; for f in "$@"; do rm -f "$d/$f"; done; exit 0'
+_REMOVE_WRITTEN = 'd=$1; shift; for f in "$@" error.log; do rm -f "$d/$f"; done; rm -rf "$d/tmp"; exit 0'
 _REMOVE_CREATED = 'rm -rf "$1"'     # only a --dir this run created (checked absent just before)
 _ACCESS_LINE = re.compile(r'^(\S+) \S+ \S+ \[([^\]]+)\] "(\S+) (\S+)[^"]*" (\d{3}) \S+ "[^"]*" "([^"]*)"')
 
@@ -348,7 +349,7 @@ def _activate(host: Host, config: StubConfig, state: dict[str, Any], guard: floa
         if stopped.exit_code != 0:
             raise StubError(f"--stop-registry failed (exit {stopped.exit_code}): {tail_text(stopped)}")
         wanted = [config.listen] + ([config.listen.with_port(config.http_port)] if config.http_port else [])
-        busy = wait_ports_free(host, wanted)
+        busy = wait_ports_free(host, wanted, PORT_WAIT)
         if busy:
             raise StubError(f"{', '.join(str(b) for b in busy)} still in use after --stop-registry")
     say(f"starting the stub ({config.deploy})")

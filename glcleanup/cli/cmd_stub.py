@@ -36,7 +36,7 @@ def _go_ahead(yes: bool, plan: list[str], settings: Settings) -> bool:
         return True
     if not plan:
         return False
-    if not wants_json(settings):
+    if settings.output != "json":
         info("plan:")
         for step in plan:
             info(f"  - {step}")
