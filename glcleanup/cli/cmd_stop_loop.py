@@ -1,0 +1,126 @@
+"""`glcleanup stop-loop` and `glcleanup undo`: parse, call glcleanup.stop_loop, render."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated, Any
+
+import typer
+
+from glcleanup.cli import app
+from glcleanup.cli.common import ExitCode, command, emit_json, emit_table, info, wants_json
+from glcleanup.settings import Settings
+from glcleanup.stop_loop import DEFAULT_SETTLE, StopLoopReport, StopLoopRequest, UndoReport, stop_loop, undo
+
+_PLAN = ["id", "path", "action", "from", "to", "status_updated_at", "delete_started_at", "failed_deletion_count"]
+
+
+@command(app, "stop-loop")
+def stop_loop_command(
+    settings: Settings,
+    project: Annotated[str, typer.Option("--project", help="The project's full path (group/sub/project).")],
+    repository: Annotated[list[str] | None, typer.Option(
+        "--repository", help="Only this container repository id; repeatable.")] = None,
+    mode: Annotated[str, typer.Option(
+        "--mode", help="done: remove the rows as GitLab does on success (registry data is left for GC); "
+                       "failed: park them as delete_failed.")] = "done",
+    settle: Annotated[float, typer.Option(
+        "--settle", help="Seconds to watch for a running worker writing a row back.")] = DEFAULT_SETTLE,
+    disable_cleanup_policy: Annotated[bool, typer.Option(
+        "--disable-cleanup-policy", help="Also disable the project's cleanup policy and reset its runs.")] = False,
+    yes: Annotated[bool, typer.Option("--yes", help="Apply. Without it only the plan is shown.")] = False,
+) -> int:
+    """Stop a container-repository deletion loop in GitLab's database: journaled, verified, undoable."""
+    request = StopLoopRequest(project=project, repositories=list(repository or []), mode=mode, settle=settle,
+                              disable_cleanup_policy=disable_cleanup_policy, apply=yes)
+    interactive = not yes and sys.stdin.isatty() and sys.stderr.isatty() and not wants_json(settings)
+    report = stop_loop(settings, request, confirm=_ask if interactive else None)
+    if wants_json(settings):
+        emit_json(report.to_json())
+    else:
+        render(report)
+    if report.applied and not report.verified:
+        return int(ExitCode.TROUBLE)
+    return int(ExitCode.OK)
+
+
+def _ask(report: StopLoopReport) -> bool:
+    _render_plan(report)
+    answer = typer.prompt("Apply this plan? Type yes to go on", default="no", err=True)
+    return bool(answer.strip().lower() == "yes")
+
+
+def _render_plan(report: StopLoopReport) -> None:
+    doc = report.to_json()
+    typer.echo(f"GitLab {doc['gitlab_version']} (retry cap: {doc['retry_cap']}), project {doc['project']}, "
+               f"mode {doc['mode']}")
+    columns = [c for c in _PLAN if any(c in r for r in doc["plan"])]
+    emit_table(doc["plan"], columns, title="Plan (from -> to):", empty="(nothing to stop)")
+
+
+def render(report: StopLoopReport) -> None:
+    doc = report.to_json()
+    _render_plan(report)
+    if doc["already_failed"]:
+        emit_table(doc["already_failed"], ["id", "path", "status", "status_updated_at"],
+                   title="\nAlready parked (delete_failed), left alone:")
+    if doc["cleanup_policies"]:
+        emit_table(doc["cleanup_policies"], ["id", "path", "from", "to"], title="\nCleanup-policy runs:")
+    if not doc["applied"]:
+        if doc["plan"]:
+            info("dry run: nothing was changed; add --yes to apply")
+    else:
+        typer.echo(f"\nApplied; journal: {doc['journal']}")
+        typer.echo(f"Verified after {doc['settle_seconds']:g} s settle, {doc['rounds']} round(s): "
+                   f"{'yes' if doc['verified'] else 'NO'}")
+        for item in doc["reapplied"]:
+            typer.echo(f"  a worker wrote back {_ids(item['rows'])} at {item['at']}: re-applied")
+        if doc.get("requeue_hint"):
+            info(doc["requeue_hint"])
+        if "left_in_registry" in doc:
+            _render_leftovers(doc["left_in_registry"])
+        info(f"undo with: glcleanup undo {doc['journal']}")
+    for warning in doc["warnings"]:
+        info(f"warning: {warning}")
+
+
+def _ids(rows: list[dict[str, Any]]) -> str:
+    return ", ".join(f"{r['id']} ({r.get('status')})" for r in rows)
+
+
+def _render_leftovers(left: dict[str, Any]) -> None:
+    rows = [{"path": r["path"], "tags": len(r.get("tags", [])) if "tags" in r else None,
+             "digests": ",".join(sorted({t["digest"] for t in r.get("tags", []) if t.get("digest")})) or None,
+             "note": r.get("error")} for r in left["repositories"]]
+    emit_table(rows, ["path", "tags", "digests", "note"], title="\nLeft in the registry (for garbage collection):")
+    if left.get("error"):
+        info(f"note: {left['error']}")
+    info(left["note"])
+
+
+@command(app, "undo")
+def undo_command(
+    settings: Settings,
+    journal: Annotated[str | None, typer.Argument(help="Journal file (default: the latest).")] = None,
+    yes: Annotated[bool, typer.Option("--yes", help="Restore. Without it only shows what would be restored.")] = False,
+) -> int:
+    """Put back exactly what a stop-loop journal recorded (refused if the rows changed since)."""
+    report = undo(settings, journal, apply=yes)
+    if wants_json(settings):
+        emit_json(report.to_json())
+    else:
+        render_undo(report)
+    return int(ExitCode.OK)
+
+
+def render_undo(report: UndoReport) -> None:
+    doc = report.to_json()
+    typer.echo(f"Journal {doc['journal']} ({doc['journal_state']}), project {doc['project']}")
+    emit_table(doc["restore"], ["id", "name", "actions", "how", "from", "to"], title="Restore:",
+               empty="(nothing to restore)")
+    if doc["applied"]:
+        typer.echo("Restored exactly as journaled." if doc["exact"] else f"Restored; differences: {doc['mismatches']}")
+    elif doc["restore"]:
+        info("dry run: nothing was changed; add --yes to restore")
+    for warning in doc["warnings"]:
+        info(f"warning: {warning}")
