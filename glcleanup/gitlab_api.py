@@ -82,6 +82,15 @@ class ApiScan:
 
 
 @dataclass(frozen=True)
+class Listing:
+    """A paginated REST listing; `keyset` when the endpoint supports `pagination=keyset` by id."""
+
+    path: str
+    params: dict[str, Any] = field(default_factory=dict)
+    keyset: bool = False
+
+
+@dataclass(frozen=True)
 class ProjectRef:
     id: int
     path: str
@@ -311,25 +320,39 @@ class Scanner:
             items.extend(response.json())
         return items
 
-    def rest_listings(self, listings: list[tuple[str, dict[str, Any]]], phase: str) -> list[list[Any]]:
-        """Several paginated listings, page 1 of each in parallel, then all remaining pages in parallel."""
+    def rest_listings(self, listings: list[Listing], phase: str) -> list[list[Any]]:
+        """Several paginated listings, page 1 of each in parallel, then all remaining pages in parallel.
+
+        Without `x-total-pages` (GitLab omits it above 10,000 rows) a listing continues sequentially:
+        by keyset when the endpoint offers it (offset pagination of projects stops at 50,000), else
+        by following `Link: rel=next`.
+        """
         self.tracker.plan(len(listings), phase)
-        firsts = self.run_all([partial(self.first_page, p, q) for p, q in listings], phase)
+        firsts = self.run_all([partial(self.first_page, lst.path, lst.params) for lst in listings], phase)
         rest: list[Callable[[], list[Any]]] = []
         owners: list[int] = []
-        for index, ((path, params), (_items, pages, response)) in enumerate(zip(listings, firsts, strict=True)):
-            if pages is None and "next" in response.links:  # no x-total-pages (> 10,000 rows): follow links
-                rest.append(partial(self._follow, response))
+        for index, (lst, (items, pages, response)) in enumerate(zip(listings, firsts, strict=True)):
+            if pages is None and "next" in response.links:
+                rest.append(partial(self._keyset, lst, items) if lst.keyset and items
+                            else partial(self._follow, response))
                 owners.append(index)
                 continue
             for page in range(2, (pages or 1) + 1):
-                rest.append(partial(self.page, path, params, page))
+                rest.append(partial(self.page, lst.path, lst.params, page))
                 owners.append(index)
         self.tracker.plan(len(rest))
         out = [list(items) for items, _pages, _response in firsts]
         for index, items in zip(owners, self.run_all(rest, phase), strict=True):
             out[index].extend(items)
         return out
+
+    def _keyset(self, listing: Listing, first: list[Any]) -> list[Any]:
+        """Continue an `order_by=id&sort=asc` listing after its first page with keyset pagination."""
+        self.tracker.plan(1)
+        params = {**listing.params, "pagination": "keyset", "order_by": "id", "sort": "asc",
+                  "per_page": PER_PAGE, "id_after": first[-1]["id"]}
+        response = self.get(listing.path, params)
+        return list(response.json()) + self._follow(response)
 
     def page(self, path: str, params: dict[str, Any], number: int) -> list[Any]:
         return list(self.get(path, {**params, "per_page": PER_PAGE, "page": number}).json())
@@ -479,7 +502,7 @@ def _scan_projects_by_graphql(scan: Scanner, refs: list[ProjectRef], phase: str)
 
 
 def _scan_groups_by_rest(scan: Scanner, groups: list[dict[str, Any]], paths: dict[int, str]) -> None:
-    listings: list[tuple[str, dict[str, Any]]] = [(f"/groups/{g['id']}/registry/repositories", {}) for g in groups]
+    listings = [Listing(f"/groups/{g['id']}/registry/repositories") for g in groups]
     for items in scan.rest_listings(listings, "group repositories"):
         scan.add_rows(rest_row(item, paths.get(int(item["project_id"])), scan.rest_status) for item in items)
 
@@ -523,10 +546,10 @@ def _scan_groups(scan: Scanner, groups: list[dict[str, Any]], paths: dict[int, s
 
 def _scan_instance(scan: Scanner) -> None:
     """Top-level groups through the group endpoint, personal projects through GraphQL batches."""
-    listings: list[tuple[str, dict[str, Any]]] = [
-        ("/projects", {"simple": "true", "order_by": "id", "sort": "asc"}),
-        ("/groups", {"top_level_only": "true", "all_available": "true", "order_by": "id", "sort": "asc"})]
-    projects, groups = scan.rest_listings(listings, "listing projects and groups")
+    projects, groups = scan.rest_listings(
+        [Listing("/projects", {"simple": "true", "order_by": "id", "sort": "asc"}, keyset=True),
+         Listing("/groups", {"top_level_only": "true", "all_available": "true", "order_by": "id", "sort": "asc"})],
+        "listing projects and groups")
     refs = _project_refs(projects)
     paths = {r.id: r.path for r in refs}
     _scan_groups(scan, groups, paths)
@@ -557,8 +580,8 @@ def _scan_group(scan: Scanner, path: str) -> None:
     scan.tracker.plan(1, "resolving group")
     group = scan.get(f"/groups/{_encode(path)}", {"with_projects": "false"}).json()
     (projects,) = scan.rest_listings(
-        [(f"/groups/{group['id']}/projects", {"include_subgroups": "true", "simple": "true", "order_by": "id",
-                                              "sort": "asc"})], "listing group projects")
+        [Listing(f"/groups/{group['id']}/projects", {"include_subgroups": "true", "simple": "true",
+                                                     "order_by": "id", "sort": "asc"})], "listing group projects")
     _scan_groups(scan, [group], {r.id: r.path for r in _project_refs(projects)})
 
 

@@ -269,3 +269,19 @@ def test_graphql_failure_modes_for_fallback_tests(tmp_path: Path, failure: str) 
         assert isinstance(answer, dict)
         assert answer["errors"]
         assert "data" not in answer
+
+
+def test_large_instances_drop_totals_cap_offsets_and_offer_keyset(lab: Lab) -> None:
+    lab.server.count_limit, lab.server.max_offset = 30, 40
+    head = {"PRIVATE-TOKEN": TOKEN}
+    first = requests.get(f"{lab.server.url}/api/v4/projects", params={"per_page": 20}, headers=head, timeout=10)
+    assert "X-Total" not in first.headers
+    assert "last" not in first.links
+    assert first.headers["X-Next-Page"] == "2"
+    beyond = requests.get(f"{lab.server.url}/api/v4/projects", params={"per_page": 20, "page": 3}, headers=head,
+                          timeout=10)
+    assert beyond.status_code == 405
+    assert "keyset pagination" in beyond.json()["message"]
+    ids = [p.id for p in lab.gl.projects.list(pagination="keyset", order_by="id", sort="asc", per_page=20,
+                                              get_all=True)]
+    assert ids == sorted(lab.projects.values())

@@ -223,3 +223,15 @@ def test_unreachable_is_a_connect_error() -> None:
         gitlab_api.connect(Settings(url=url, token="unreachable-token"), timeout=2)
     assert "unreachable-token" not in str(err.value)
     assert "Connection refused" in str(err.value)
+
+
+def test_large_instance_lists_projects_by_keyset(tmp_path: Path) -> None:
+    """Above 10,000 rows GitLab sends no totals, and offset pagination of projects stops at 50,000."""
+    db = tmp_path / "gitlab.db"
+    build(db, group_projects=230)
+    with GitLabApiServer(db, TOKEN) as server:
+        server.count_limit, server.max_offset = 100, 100  # the same behaviour at a testable size
+        scan = gitlab_api.scan_repositories(connect(server), progress=quiet)
+        keyset = [path for _m, path in server.requests if "pagination=keyset" in path]
+    assert found(scan) == STUCK_17
+    assert len(keyset) == 2  # rows 101-200, 201-236

@@ -39,6 +39,7 @@ from glcleanup.lab import schema
 DEFAULT_PER_PAGE = 20
 MAX_PER_PAGE = 100
 COUNT_LIMIT = 10_000  # GitLab drops x-total/x-total-pages above this (OffsetPagination)
+MAX_OFFSET = 50_000  # offset pagination of projects stops here; keyset goes on
 ADMIN_MAX_COMPLEXITY = 300  # GitlabSchema::ADMIN_MAX_COMPLEXITY
 GRAPHQL_MAX_PAGE_SIZE = 100
 ACCESS_LEVELS = {0: "disabled", 10: "private", 20: "enabled", 30: "public"}
@@ -72,8 +73,13 @@ class Answer:
 # --------------------------------------------------------------------------- formatting
 
 
+_DB_TIME = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{6}")
+
+
 def rest_time(value: str | None) -> str | None:
-    """GitLab's REST timestamps: ISO 8601, milliseconds, `Z`."""
+    """GitLab's REST timestamps: ISO 8601, milliseconds, `Z` (string fast path: listings are hot)."""
+    if value and _DB_TIME.fullmatch(value):
+        return f"{value[:10]}T{value[11:23]}Z"
     moment = schema.parse_ts(value)
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z" if moment else None
 
@@ -217,13 +223,14 @@ def page_params(query: dict[str, str]) -> tuple[int, int]:
     return page, per_page
 
 
-def pagination_headers(page: Page, base: str, query: dict[str, str]) -> dict[str, str]:
+def pagination_headers(page: Page, base: str, query: dict[str, str],
+                       count_limit: int = COUNT_LIMIT) -> dict[str, str]:
     """Link (prev, next, first, last) plus x-* headers, as Gitlab::Pagination::OffsetPagination sends."""
     def link(number: int) -> str:
         params = {**query, "page": str(number), "per_page": str(page.per_page)}
         return f"{base}?{urllib.parse.urlencode(params)}"
 
-    counted = page.total <= COUNT_LIMIT
+    counted = page.total <= count_limit
     has_next = page.offset + page.per_page < page.total
     links = []
     if page.page > 1:
@@ -888,6 +895,8 @@ class GitLabApiServer:
         self.graphql_failure = graphql_failure
         self.requests: list[tuple[str, str]] = []
         self.registry_calls = 0
+        self.count_limit = COUNT_LIMIT  # tests lower these to reach GitLab's large-instance behaviour
+        self.max_offset = MAX_OFFSET
         self.store = Store(db_path)
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
@@ -1033,7 +1042,8 @@ class _Handler(BaseHTTPRequestHandler):
             if not parts.path.startswith("/api/v4/"):
                 raise ApiError(404, "404 Not Found")
             rest = Rest(conn, entities, version, base_url + parts.path,
-                        dict(urllib.parse.parse_qsl(parts.query, keep_blank_values=True)))
+                        dict(urllib.parse.parse_qsl(parts.query, keep_blank_values=True)),
+                        (self.api.count_limit, self.api.max_offset))
             segments = parts.path[len("/api/v4/"):].split("/")
             return rest.dispatch(method, [urllib.parse.unquote(s) for s in segments], body,
                                  self.headers.get("Content-Type", ""))
@@ -1064,12 +1074,13 @@ class Rest:
     """The `/api/v4` routes glcleanup and python-gitlab use, one method each."""
 
     def __init__(self, conn: sqlite3.Connection, entities: Entities, version: str, link_base: str,
-                 query: dict[str, str]) -> None:
+                 query: dict[str, str], limits: tuple[int, int] = (COUNT_LIMIT, MAX_OFFSET)) -> None:
         self.conn = conn
         self.e = entities
         self.version = version
         self.link_base = link_base
         self.query = query
+        self.limits = limits
 
     def dispatch(self, method: str, seg: list[str], body: bytes, content_type: str) -> Answer:
         n = len(seg)
@@ -1115,7 +1126,8 @@ class Rest:
         info = Page(page, per_page, total)
         rows = self.conn.execute(f"{sql} ORDER BY {order} LIMIT ? OFFSET ?",
                                  (*params, per_page, info.offset)).fetchall()
-        return Answer(200, [render(r) for r in rows], pagination_headers(info, self.link_base, self.query))
+        return Answer(200, [render(r) for r in rows],
+                      pagination_headers(info, self.link_base, self.query, self.limits[0]))
 
     def order(self, allowed: dict[str, str], default: str, default_sort: str) -> str:
         column = allowed.get(self.query.get("order_by", default), allowed[default])
@@ -1150,10 +1162,38 @@ class Rest:
         if "archived" in self.query:
             where.append("p.archived = ?")
             params.append(int(truthy(self.query["archived"])))
+        sql = PROJECT_SQL + " WHERE " + " AND ".join(where)
+        render: Callable[[sqlite3.Row], dict[str, Any]] = lambda r: self.e.project(r, simple=simple)  # noqa: E731
+        if self.query.get("pagination") == "keyset":
+            return self.keyset(sql, params, render)
+        page, per_page = page_params(self.query)
+        if (page - 1) * per_page >= self.limits[1]:
+            raise ApiError(405, f"Offset pagination has a maximum allowed offset of {self.limits[1]} for requests "
+                                "that return objects of type Project. Remaining records can be retrieved using "
+                                "keyset pagination.")
         order = self.order({"id": "p.id", "created_at": "p.created_at", "name": "p.name", "path": "p.path",
                             "updated_at": "p.updated_at"}, "created_at", "desc")
-        sql = PROJECT_SQL + " WHERE " + " AND ".join(where)
-        return self.paginate(sql, tuple(params), order, lambda r: self.e.project(r, simple=simple))
+        return self.paginate(sql, tuple(params), order, render)
+
+    def keyset(self, sql: str, params: list[Any], render: Callable[[sqlite3.Row], dict[str, Any]]) -> Answer:
+        """`pagination=keyset&order_by=id`: `id_after`/`id_before`, a `Link: rel="next"` while more remain."""
+        if self.query.get("order_by", "id") != "id":
+            raise ApiError(405, "This endpoint does not support keyset pagination with this order_by")
+        _page, per_page = page_params(self.query)
+        descending = self.query.get("sort", "desc").lower() == "desc"
+        key, op = ("id_before", "<") if descending else ("id_after", ">")
+        if self.query.get(key, "").isdigit():
+            sql += f" AND p.id {op} ?"
+            params = [*params, int(self.query[key])]
+        rows = self.conn.execute(f"{sql} ORDER BY p.id {'DESC' if descending else 'ASC'} LIMIT ?",
+                                 (*params, per_page + 1)).fetchall()
+        headers: dict[str, str] = {}
+        if len(rows) > per_page:
+            rows = rows[:per_page]
+            query = {k: v for k, v in self.query.items() if k not in ("id_after", "id_before", "page")}
+            link = f"{self.link_base}?{urllib.parse.urlencode({**query, key: rows[-1]['id']})}"
+            headers = {"Link": f'<{link}>; rel="next"', "Links": f'<{link}>; rel="next"'}
+        return Answer(200, [render(r) for r in rows], headers)
 
     def update_project(self, ref: str, body: bytes, content_type: str) -> Answer:
         """`PUT /projects/:id`: only `container_expiration_policy_attributes[enabled]` is modelled."""
