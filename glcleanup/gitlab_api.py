@@ -66,6 +66,10 @@ GROUP_REPOS_QUERY = (
 )
 
 
+class Forbidden(AuthError):
+    """403: the token may not read this (for a project's repositories: its registry is disabled)."""
+
+
 class GraphQLUnavailable(Exception):
     """GraphQL answered an error, lacked a field, or failed over HTTP: use REST instead."""
 
@@ -119,7 +123,7 @@ def api_errors(url: str, token: str | None = None) -> Iterator[None]:
         raise AuthError(f"GitLab at {url} refused the token (401): check GITLAB_PRIVATE_TOKEN") from exc
     except gitlab.exceptions.GitlabHttpError as exc:
         if exc.response_code == 403:
-            raise AuthError(redact(f"GitLab at {url} answered 403 Forbidden: {exc.error_message}", token)) from exc
+            raise Forbidden(redact(f"GitLab at {url} answered 403 Forbidden: {exc.error_message}", token)) from exc
         if exc.response_code == 404:
             raise NotFoundError(redact(f"GitLab at {url}: {exc.error_message}", token)) from exc
         raise ApiError(redact(f"GitLab at {url} answered {exc.response_code}: {exc.error_message}", token)) from exc
@@ -278,23 +282,35 @@ class Scanner:
                 answer = self.gl.http_post(f"{self.gl.url}/api/graphql",
                                            post_data={"query": query, "variables": variables})
         except (ApiError, NotFoundError) as exc:
-            raise self._graphql_failed(str(exc)) from exc
+            raise self.graphql_failed(str(exc)) from exc
         finally:
             self.tracker.finish()
         if not isinstance(answer, dict) or answer.get("errors") or not isinstance(answer.get("data"), dict):
             errors = answer.get("errors") if isinstance(answer, dict) else None
             message = errors[0].get("message", "error") if errors else "no data"
-            raise self._graphql_failed(str(message))
+            raise self.graphql_failed(str(message))
         self.result.graphql = True
         data: dict[str, Any] = answer["data"]
         return data
 
-    def _graphql_failed(self, message: str) -> GraphQLUnavailable:
+    def graphql_failed(self, message: str) -> GraphQLUnavailable:
+        """Stop using GraphQL for the rest of the scan (warn once) and return the exception to raise."""
         with self._lock:
-            if self.graphql_ok:
-                self.result.warnings.append(f"GraphQL unavailable ({message}); fell back to REST")
+            first = self.graphql_ok
             self.graphql_ok = False
+        if first:
+            self.warn(f"GraphQL unavailable ({message}); fell back to REST")
         return GraphQLUnavailable(message)
+
+    def warn(self, message: str) -> None:
+        with self._lock:
+            if message not in self.result.warnings:
+                self.result.warnings.append(message)
+
+    def same_base(self, url: str) -> str:
+        """Follow `Link` URLs on the configured base URL, even when GitLab's external_url differs."""
+        _head, sep, tail = url.partition("/api/v4/")
+        return f"{self.gl.api_url}/{tail}" if sep else url
 
     def add_rows(self, rows: Iterable[dict[str, Any]]) -> None:
         with self._lock:
@@ -316,7 +332,7 @@ class Scanner:
         """Every page, sequentially (inside a pool task): follows `Link: rel=next` like python-gitlab."""
         items, _pages, response = self.first_page(path, params)
         while "next" in response.links:
-            response = self.get(response.links["next"]["url"])
+            response = self.get(self.same_base(response.links["next"]["url"]))
             items.extend(response.json())
         return items
 
@@ -364,7 +380,7 @@ class Scanner:
         items: list[Any] = []
         while "next" in response.links:
             self.tracker.plan(1)
-            response = self.get(response.links["next"]["url"])
+            response = self.get(self.same_base(response.links["next"]["url"]))
             items.extend(response.json())
         return items
 
@@ -420,12 +436,9 @@ def _rest_project_rows(scan: Scanner, ref: ProjectRef) -> list[dict[str, Any]]:
     """One project's repositories through REST (all pages); 403 means its registry is disabled."""
     try:
         items = scan.rest_pages(f"/projects/{ref.id}/registry/repositories", {})
-    except AuthError as exc:
-        if "403" not in str(exc):
-            raise
-        with scan._lock:
-            scan.result.warnings.append(f"{ref.path}: container registry disabled; the API cannot see its "
-                                        "repositories (use --source rails)")
+    except Forbidden:
+        scan.warn(f"{ref.path}: container registry disabled; the API cannot see its repositories "
+                  "(use --source rails)")
         return []
     return [rest_row(item, ref.path, scan.rest_status) for item in items]
 
@@ -464,7 +477,7 @@ def _graphql_batch(scan: Scanner, refs: list[ProjectRef]) -> tuple[list[dict[str
                                          "first": len(refs), "repos": GRAPHQL_REPOS_PER_PROJECT})
     nodes = (data.get("projects") or {}).get("nodes")
     if not isinstance(nodes, list):
-        raise scan._graphql_failed("projects missing from the answer")
+        raise scan.graphql_failed("projects missing from the answer")
     by_id = {r.id: r for r in refs}
     rows: list[dict[str, Any]] = []
     more: list[tuple[ProjectRef, str]] = []

@@ -235,3 +235,16 @@ def test_large_instance_lists_projects_by_keyset(tmp_path: Path) -> None:
         keyset = [path for _m, path in server.requests if "pagination=keyset" in path]
     assert found(scan) == STUCK_17
     assert len(keyset) == 2  # rows 101-200, 201-236
+
+
+def test_project_with_registry_disabled_is_reported_not_fatal(server: GitLabApiServer) -> None:
+    scan = gitlab_api.scan_repositories(connect(server), projects=["acme/legacy/old"], progress=quiet)
+    assert scan.repositories == []
+    assert any("acme/legacy/old: container registry disabled" in w for w in scan.warnings)
+
+
+def test_link_urls_are_followed_on_the_configured_base(server: GitLabApiServer) -> None:
+    """A GitLab whose external_url differs from how we reach it still pages through our URL."""
+    with gitlab_api.Scanner(connect(server), 1, None) as scan:
+        moved = scan.same_base("https://gitlab.internal/api/v4/projects?page=2&per_page=100")
+    assert moved == f"{server.url}/api/v4/projects?page=2&per_page=100"
