@@ -281,7 +281,7 @@ class Scanner:
             with api_errors(self.gl.url, self.gl.private_token):
                 answer = self.gl.http_post(f"{self.gl.url}/api/graphql",
                                            post_data={"query": query, "variables": variables})
-        except (ApiError, NotFoundError) as exc:
+        except (ApiError, NotFoundError, Forbidden) as exc:  # 401 still raises: the token is wrong
             raise self.graphql_failed(str(exc)) from exc
         finally:
             self.tracker.finish()
@@ -453,7 +453,7 @@ def _graphql_project_rows(scan: Scanner, ref: ProjectRef, after: str | None = No
             project = data.get("project")
             if project is None:
                 return rows
-            conn = _connection(project, "containerRepositories")
+            conn = _connection(scan, project, "containerRepositories")
             rows.extend(graphql_row(n, ref.id, str(project["fullPath"])) for n in conn["nodes"])
             if not conn["pageInfo"]["hasNextPage"]:
                 return rows
@@ -463,10 +463,11 @@ def _graphql_project_rows(scan: Scanner, ref: ProjectRef, after: str | None = No
         return _rest_project_rows(scan, ref)
 
 
-def _connection(obj: dict[str, Any], name: str) -> dict[str, Any]:
+def _connection(scan: Scanner, obj: dict[str, Any], name: str) -> dict[str, Any]:
+    """A connection field from an answer; a missing or malformed one disables GraphQL for the scan."""
     conn = obj.get(name)
     if not isinstance(conn, dict) or "nodes" not in conn or "pageInfo" not in conn:
-        raise GraphQLUnavailable(f"{name} missing from the answer")
+        raise scan.graphql_failed(f"{name} missing from the answer")
     return conn
 
 
@@ -485,7 +486,7 @@ def _graphql_batch(scan: Scanner, refs: list[ProjectRef]) -> tuple[list[dict[str
         ref = by_id.get(_gid(node["id"]))
         if ref is None:
             continue
-        conn = _connection(node, "containerRepositories")
+        conn = _connection(scan, node, "containerRepositories")
         rows.extend(graphql_row(n, ref.id, str(node["fullPath"])) for n in conn["nodes"])
         if conn["pageInfo"]["hasNextPage"]:
             more.append((ref, str(conn["pageInfo"]["endCursor"])))
@@ -530,7 +531,7 @@ def _graphql_group_rows(scan: Scanner, group: dict[str, Any]) -> list[dict[str, 
             data = scan.graphql(GROUP_REPOS_QUERY, {"path": group["full_path"], "after": after})
             if data.get("group") is None:
                 return rows
-            conn = _connection(data["group"], "containerRepositories")
+            conn = _connection(scan, data["group"], "containerRepositories")
             for node in conn["nodes"]:
                 project = node.get("project") or {}
                 rows.append(graphql_row(node, _gid(project.get("id", "0")), str(project.get("fullPath"))))
@@ -612,8 +613,10 @@ def scan_repositories(gl: gitlab.Gitlab, *, projects: list[str] | None = None, g
                       concurrency: int = 8, progress: Progress | None = None) -> ApiScan:
     """Repositories in a deletion state, instance-wide or narrowed to `projects` or a `group`.
 
-    `projects` are full paths (validated by the caller); `group` is a full path and includes its
-    subgroups. Progress goes to `progress`, else to a rich bar when stderr is a terminal.
+    `projects` are full paths (validated by the caller) and take precedence over `group`; `group` is
+    a full path and includes its subgroups. Progress goes to `progress`, else to a rich bar when
+    stderr is a terminal. Raises NotFoundError for an unknown project or group, AuthError,
+    ConnectError or ApiError when GitLab cannot be read.
     """
     with rich_progress(None if progress is None else False) as bar, Scanner(gl, concurrency,
                                                                              progress or bar) as scan:
