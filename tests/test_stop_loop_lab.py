@@ -1,0 +1,210 @@
+"""stop-loop against the running lab: the simulated DeleteContainerRepositoryWorker looping on the real
+Distribution 2.8 registry, per GitLab version; the race with a slow worker; several repositories; SSH."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import sqlite3
+import time
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner, Result
+
+from glcleanup.cli import app
+from glcleanup.lab import schema
+from glcleanup.lab.lab import Lab
+from tests.support.ssh import AsyncSSHServer
+
+pytestmark = [
+    pytest.mark.skipif(shutil.which("docker-registry") is None, reason="docker-registry missing"),
+    pytest.mark.skipif(shutil.which("ruby") is None, reason="ruby missing"),
+    pytest.mark.timeout(180),
+]
+pytest.importorskip("glcleanup.lab.api")
+_DELETE = re.compile(r'time="([^"]+)".*http\.request\.method=DELETE .*vars\.name=(\S+)')
+
+
+def deletes(log: Path, path: str) -> list[float]:
+    """Epoch times of every DELETE the registry logged for `path` (logrus text lines)."""
+    out = []
+    for line in log.read_text(errors="replace").splitlines():
+        match = _DELETE.search(line)
+        if match and match.group(2) == path:
+            stamp = re.sub(r"(\.\d{6})\d*Z$", r"\1+00:00", match.group(1))
+            out.append(datetime.fromisoformat(stamp).timestamp())
+    return out
+
+
+def wait_for(cond: Callable[[], object], timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return
+        time.sleep(0.02)
+    raise AssertionError("condition not met in time")
+
+
+def table(lab: Lab) -> dict[int, dict[str, Any]]:
+    conn = schema.connect(lab.db_path)
+    try:
+        return {r["id"]: dict(r) for r in conn.execute("SELECT * FROM container_repositories")}
+    finally:
+        conn.close()
+
+
+def status(lab: Lab, rid: int) -> int | None:
+    row = table(lab).get(rid)
+    return None if row is None else row["status"]
+
+
+def boots(lab: Lab) -> int:
+    return lab.boot_log.read_text().count("\n") if lab.boot_log.exists() else 0
+
+
+def stop_loop(lab: Lab, *args: str, settle: float = 2.0, extra_env: dict[str, str] | None = None) -> Result:
+    return CliRunner().invoke(app, ["stop-loop", *args, "--settle", str(settle), "--yes", "-o", "json"],
+                              env={**lab.settings_env(), **(extra_env or {})})
+
+
+@pytest.fixture
+def lab_factory(tmp_path: Path) -> Iterator[Callable[..., Lab]]:
+    labs: list[Lab] = []
+
+    def make(version: str, **kw: Any) -> Lab:
+        lab = Lab(tmp_path / f"lab-{len(labs)}", version=version, **kw)
+        labs.append(lab)
+        lab.up(daemon=False)
+        return lab
+
+    yield make
+    for lab in labs:
+        lab.down()
+
+
+@pytest.mark.parametrize(("version", "mode"), [("17.3.5", "done"), ("17.3.5", "failed"),
+                                               ("16.6.1", "done"), ("17.6.0", "failed")])
+def test_stop_loop_quiets_the_registry_within_one_settle_period(lab_factory: Callable[..., Lab], version: str,
+                                                                mode: str) -> None:
+    lab = lab_factory(version)
+    assert lab.demo is not None
+    website = lab.demo.repository("acme/website")
+    lab.delete_image("acme/website", website.id)
+    wait_for(lambda: len(deletes(lab.registry_log, "acme/website")) >= 4)
+    others_before = {k: v for k, v in table(lab).items() if k != website.id}
+    settle = 2.0
+    started = time.time()
+    result = stop_loop(lab, "--project", "acme/website", "--mode", mode, settle=settle)
+    finished = time.time()
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert (doc["applied"], doc["verified"]) == (True, True)
+    assert boots(lab) == 1
+    assert finished - started >= settle
+
+    seen = deletes(lab.registry_log, "acme/website")
+    time.sleep(1.5)  # the worker keeps running: nothing more may reach the registry for this repository
+    assert deletes(lab.registry_log, "acme/website") == seen
+    assert max(seen) <= started + settle
+    print(f"\ntime from stop-loop --yes to the last DELETE ({version}, {mode}): {max(seen) - started:.3f} s")
+
+    assert status(lab, website.id) == (None if mode == "done" else schema.STATUS["delete_failed"])
+    if mode == "done":
+        assert website.id not in table(lab)
+        left = doc["left_in_registry"]["repositories"]
+        assert [r["path"] for r in left] == ["acme/website"]
+        assert {t["tag"] for t in left[0]["tags"]} == {"latest", "2026-11-28"}
+        assert all(t["digest"].startswith("sha256:") for t in left[0]["tags"])
+    assert {k: v for k, v in table(lab).items() if k != website.id} == others_before
+
+
+@pytest.mark.parametrize("version", ["17.3.5", "17.6.0"])
+def test_a_slow_worker_writing_back_after_the_change_is_caught_and_reapplied(lab_factory: Callable[..., Lab],
+                                                                              version: str) -> None:
+    # time_scale 0.2: stale threshold 6 s, so a 2 s pass is never reset by the cron mid-flight
+    lab = lab_factory(version, time_scale=0.2, worker_slow=2.0)
+    assert lab.demo is not None
+    assert lab.worker is not None
+    website = lab.demo.repository("acme/website")
+    lab.delete_image("acme/website", website.id)
+    wait_for(lambda: status(lab, website.id) == schema.STATUS["delete_ongoing"])
+    started = time.time()
+    result = stop_loop(lab, "--project", "acme/website", "--mode", "failed", settle=3.0)
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert doc["verified"] is True
+    assert doc["rounds"] >= 2
+    assert doc["reapplied"], "the worker's write-back was not seen"
+    assert doc["reapplied"][0]["rows"][0]["id"] == website.id
+    late = [p for p in lab.worker.passes_for(website.id) if p.finished_at > started and p.outcome == "rescheduled"]
+    assert late, "no worker pass wrote the row back after stop-loop started"
+    seen = deletes(lab.registry_log, "acme/website")
+    time.sleep(2.5)
+    assert status(lab, website.id) == schema.STATUS["delete_failed"]
+    assert deletes(lab.registry_log, "acme/website") == seen
+    journal = json.loads(Path(doc["journal"]).read_text())
+    assert journal["after"][0]["status"] == schema.STATUS["delete_failed"]
+    if version == "17.6.0":
+        assert 0 <= journal["after"][0]["failed_deletion_count"] <= schema.MAX_DELETION_FAILURES
+
+
+def test_only_the_stuck_repository_and_repository_narrowing(lab_factory: Callable[..., Lab]) -> None:
+    lab = lab_factory("17.3.5")
+    assert lab.demo is not None
+    api = lab.demo.repository("acme/platform/api")
+    worker = lab.demo.repository("acme/platform/api/worker")
+    lab.delete_image("acme/platform/api", worker.id)
+    wait_for(lambda: len(deletes(lab.registry_log, "acme/platform/api/worker")) >= 2)
+    result = stop_loop(lab, "--project", "acme/platform/api", "--mode", "failed", settle=1.0)
+    assert result.exit_code == 0, result.output
+    assert [p["id"] for p in json.loads(result.stdout)["plan"]] == [worker.id]
+    assert status(lab, api.id) is None
+
+    # both stuck now; --repository stops only the one named, the other keeps looping
+    lab.delete_image("acme/platform/api", api.id)
+    conn = sqlite3.connect(lab.db_path)
+    conn.execute("UPDATE container_repositories SET status = 0 WHERE id = ?", (worker.id,))
+    conn.commit()
+    conn.close()
+    wait_for(lambda: len(deletes(lab.registry_log, "acme/platform/api")) >= 2)
+    result = stop_loop(lab, "--project", "acme/platform/api", "--repository", str(worker.id), "--mode", "done",
+                       settle=1.0)
+    assert result.exit_code == 0, result.output
+    assert [p["id"] for p in json.loads(result.stdout)["plan"]] == [worker.id]
+    assert worker.id not in table(lab)
+    quiet = deletes(lab.registry_log, "acme/platform/api/worker")
+    looping = len(deletes(lab.registry_log, "acme/platform/api"))
+    time.sleep(1.0)
+    assert deletes(lab.registry_log, "acme/platform/api/worker") == quiet
+    assert len(deletes(lab.registry_log, "acme/platform/api")) > looping
+    assert status(lab, api.id) in (schema.STATUS["delete_scheduled"], schema.STATUS["delete_ongoing"])
+
+
+def test_stop_loop_through_ssh_into_the_lab(lab_factory: Callable[..., Lab], tmp_path: Path) -> None:
+    lab = lab_factory("17.3.5")
+    assert lab.demo is not None
+    website = lab.demo.repository("acme/website")
+    lab.delete_image("acme/website", website.id)
+    wait_for(lambda: len(deletes(lab.registry_log, "acme/website")) >= 2)
+    server = AsyncSSHServer(tmp_path).start()
+    try:
+        env = {**lab.settings_env(), "GLCLEANUP_RAILS_HOST": f"root@127.0.0.1:{server.port}",
+               "GLCLEANUP_SSH_KEY": str(server.key_file), "GLCLEANUP_KNOWN_HOSTS": str(server.known_hosts)}
+        result = CliRunner().invoke(app, ["stop-loop", "--project", "acme/website", "--settle", "1", "--yes",
+                                          "-o", "json"], env=env)
+        assert result.exit_code == 0, result.output
+        doc = json.loads(result.stdout)
+        assert doc["verified"] is True
+        assert len(server.commands) == 1
+        assert server.commands[0].startswith(f"{lab.runner_path} runner - ")
+        undo = CliRunner().invoke(app, ["undo", "--yes", "-o", "json"], env=env)
+        assert undo.exit_code == 0, undo.output
+        assert len(server.commands) == 2
+        assert website.id in table(lab)  # back, and the worker picks it up again (the loop resumes)
+    finally:
+        server.stop()
