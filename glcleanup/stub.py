@@ -196,6 +196,12 @@ def plan_on(config: StubConfig, compose_cmd: str | None = None) -> list[str]:
     if config.quiet_seconds:
         steps.append(f"switch off by itself after {config.quiet_seconds // 60 or config.quiet_seconds / 60} "
                      "minutes without a DELETE")
+    if config.mode == "respond":
+        steps.append("while it is up: every repository GitLab is deleting is recorded as deleted while its data "
+                     "stays in the registry (run its garbage collection later); pushes and pulls fail")
+    else:
+        steps.append("while it is up: GitLab's deletes go by digest and really happen (needs "
+                     "storage.delete.enabled); pushes and pulls pass through")
     steps.append("on any failure: stop the stub, run --start-registry "
                  f"({quote_argv(config.start_registry)}), remove the state")
     return steps

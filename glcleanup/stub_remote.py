@@ -42,9 +42,10 @@ def sh_check(host: Host, script: str, *args: str, timeout: float = 30.0) -> Comm
     return host.run(["sh", "-c", script, "sh", *args], timeout=timeout)
 
 
-def tail_text(result: CommandResult, limit: int = 600) -> str:
-    text = (result.error_text.strip() + "\n" + result.text.strip()).strip()
-    return text[-limit:] if text else f"exit status {result.exit_code}"
+def tail_text(result: CommandResult, lines: int = 4) -> str:
+    """The last few lines of a command's output: enough to say why, short enough for one message."""
+    text = [ln.strip() for ln in (result.error_text + "\n" + result.text).splitlines() if ln.strip()]
+    return " | ".join(text[-lines:])[-600:] if text else f"exit status {result.exit_code}"
 
 
 # --- preflight checks -------------------------------------------------------------------------------

@@ -103,7 +103,15 @@ stop_nginx() {  # stop_nginx DIR
 stop_stub() {  # stop_stub DIR DEPLOY PROJECT
     case $2 in
         nginx) stop_nginx "$1" ;;
-        compose|compose-v1) compose "$1" "$2" "$3" down --timeout 5 >&2 ;;
+        compose|compose-v1)
+            compose "$1" "$2" "$3" down --timeout 5 >&2 && return 0
+            # down failed: if compose cannot even list the service, no engine is reachable, so no
+            # stub container can be running (a start that never happened); otherwise it is a failure.
+            if ! c_ids=$(compose "$1" "$2" "$3" ps -q stub 2>/dev/null); then
+                echo "stubctl: docker engine unreachable: no stub container can be running" >&2
+                return 0
+            fi
+            [ -z "$c_ids" ] ;;
         *) echo "stubctl: unknown deploy $2" >&2; return 64 ;;
     esac
 }

@@ -423,11 +423,13 @@ def test_stop_command_that_leaves_the_port_busy_rolls_back(tmp_path: Path, tls: 
                                                            cleanup: list[Callable[[], None]]) -> None:
     monkeypatch.setattr(stub_core, "PORT_WAIT", 0.5)
     reg = registry(tmp_path / "reg", tls, cleanup)
-    config = respond_config(tmp_path, reg, tls, stop_registry="true")
+    pid = reg.pid()
+    config = respond_config(tmp_path, reg, tls, stop_registry="true", start_registry="true")
     track_stub(tmp_path / "stub", cleanup)
     with pytest.raises(StubError, match=r"still in use after --stop-registry.*rolled back"):
         stub_on(LocalHost(), config, apply=True)
     assert reg.running()
+    assert reg.pid() == pid
     assert read_status(LocalHost(), config.dir).to_json()["state"] == "off"
     assert not (tmp_path / "stub" / "state.json").exists()
 
@@ -794,3 +796,114 @@ def test_lab_loop_ends_under_the_respond_stub(tmp_path: Path, tls: TLS, cleanup:
     print(f"\nstub on took {t_ready - t_on:.2f} s; last looping DELETE {last_delete - t_on:.2f} s after "
           f"`stub on` started; row destroyed after {t_gone - t_on:.2f} s")
     assert last_delete - t_on < 10
+
+
+# --- --deploy compose ------------------------------------------------------------------------------------------
+
+FAKE_DOCKER = '''#!/usr/bin/python3
+"""`docker compose` without an engine, for tests: the real docker-compose validates and renders the file,
+then the service's own command runs on the host. With network_mode host and same-path mounts (asserted
+here) that is what the official image would run."""
+import os, signal, subprocess, sys, time
+import yaml
+
+args = sys.argv[1:]
+if args[:1] != ["compose"]:
+    sys.exit("fake docker: only `docker compose` is emulated")
+args = args[1:]
+if args == ["version"]:
+    print("Docker Compose version v2.99.0-fake")
+    sys.exit(0)
+opts = {}
+while args and args[0] in ("-p", "-f"):
+    opts[args[0]] = args[1]
+    args = args[2:]
+real = ["docker-compose", "-p", opts["-p"], "-f", opts["-f"]]
+pidfile = os.path.join(os.path.dirname(opts["-f"]), ".fake-compose.pid")
+
+
+def service():
+    out = subprocess.run(real + ["config"], capture_output=True, text=True, check=True).stdout
+    return yaml.safe_load(out)["services"]["stub"]
+
+
+def pid():
+    try:
+        p = int(open(pidfile).read())
+        os.kill(p, 0)
+        return p if open(f"/proc/{p}/cmdline", "rb").read() else None
+    except (OSError, ValueError):
+        return None
+
+
+cmd = args[0]
+if cmd == "config":
+    sys.exit(subprocess.run(real + args).returncode)
+if cmd == "up":
+    svc = service()
+    assert svc["network_mode"] == "host" and svc["image"].startswith("nginx:"), svc
+    for v in svc["volumes"]:
+        source, target = (v["source"], v["target"]) if isinstance(v, dict) else v.split(":")[:2]
+        assert source == target, v
+    proc = subprocess.Popen(svc["command"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    open(pidfile, "w").write(str(proc.pid))
+    time.sleep(0.2)
+    sys.exit(0 if proc.poll() is None else 1)
+if cmd == "ps":
+    if pid():
+        print(f"fake{pid()}")
+    sys.exit(0)
+if cmd == "down":
+    p = pid()
+    if p:
+        os.kill(p, signal.SIGTERM)
+        for _ in range(100):
+            if not pid():
+                break
+            time.sleep(0.05)
+    if os.path.exists(pidfile):
+        os.unlink(pidfile)
+    sys.exit(0)
+if cmd == "run":
+    sys.exit(subprocess.run(args[args.index("stub") + 1:]).returncode)
+sys.exit(f"fake docker compose: unsupported {args}")
+'''
+
+
+@pytest.mark.skipif(shutil.which("docker-compose") is None, reason="docker-compose (Debian package) missing")
+def test_compose_deploy_runs_the_compose_files_command(tmp_path: Path, tls: TLS, monkeypatch: pytest.MonkeyPatch,
+                                                       cleanup: list[Callable[[], None]]) -> None:
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    (bindir / "docker").write_text(FAKE_DOCKER)
+    (bindir / "docker").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bindir}:{os.environ['PATH']}")
+    reg = registry(tmp_path / "reg", tls, cleanup)
+    config = respond_config(tmp_path, reg, tls, deploy="compose", http_port=str(free_port()))
+    track_stub(tmp_path / "stub", cleanup)
+    host = LocalHost()
+    result = stub_on(host, config, apply=True, registry_url=reg.url)
+    assert result.status is not None
+    assert (result.status["state"], result.status["deploy"]) == ("on", "compose")
+    check_respond_table(f"https://127.0.0.1:{reg.port}", tls)
+    env = (tmp_path / "stub" / ".env").read_text()
+    assert f"STUB_CERT={tls.cert}\n" in env
+    state = json.loads((tmp_path / "stub" / "state.json").read_text())
+    assert (state["compose_cmd"], state["stubctl_deploy"]) == ("docker compose", "compose")
+    off = stub_off(host, config.dir, apply=True)
+    assert off.registry_ok
+    assert not processes_mentioning(str(tmp_path / "stub"))
+
+
+@pytest.mark.skipif(shutil.which("docker-compose") is None, reason="docker-compose (Debian package) missing")
+def test_compose_without_an_engine_fails_to_start_and_rolls_back(tmp_path: Path, tls: TLS,
+                                                                 cleanup: list[Callable[[], None]]) -> None:
+    if subprocess.run(["docker", "info"], capture_output=True, check=False).returncode == 0:
+        pytest.skip("a docker engine is reachable here")
+    reg = registry(tmp_path / "reg", tls, cleanup)
+    config = respond_config(tmp_path, reg, tls, deploy="compose")
+    track_stub(tmp_path / "stub", cleanup)
+    with pytest.raises(StubError, match=r"(?s)the stub did not start.*rolled back: stub stopped, registry started"):
+        stub_on(LocalHost(), config, apply=True)
+    wait_for(reg.running)
