@@ -14,6 +14,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -763,10 +764,19 @@ def test_lab_worker_completes_the_deletion_through_the_proxy(tmp_path: Path, tls
             stub_off(LocalHost(), config.dir, apply=True)
 
 
-def test_lab_loop_ends_under_the_respond_stub(tmp_path: Path, tls: TLS, cleanup: list[Callable[[], None]]) -> None:
+@pytest.mark.parametrize("via", ["local", "ssh"])
+def test_lab_loop_ends_under_the_respond_stub(tmp_path: Path, tls: TLS, cleanup: list[Callable[[], None]],
+                                              via: str) -> None:
     """17.3.5 loops with DIGEST_INVALID; `stub on` ends it (row destroyed). Measures stub on -> last DELETE."""
     from glcleanup.lab.worker import DeletionWorker
 
+    host: Host = LocalHost()
+    if via == "ssh":
+        (tmp_path / "ssh").mkdir()
+        server = AsyncSSHServer(tmp_path / "ssh").start()
+        cleanup.append(server.stop)
+        host = ssh_host(server)
+        cleanup.append(host.close)
     reg = registry(tmp_path / "reg", tls, cleanup)
     config = respond_config(tmp_path, reg, tls)
     track_stub(tmp_path / "stub", cleanup)
@@ -776,7 +786,7 @@ def test_lab_loop_ends_under_the_respond_stub(tmp_path: Path, tls: TLS, cleanup:
         wait_for(lambda: worker.pass_count >= 5)
         assert {p.outcome for p in worker.passes} == {"rescheduled"}          # the loop
         t_on = time.time()
-        stub_on(LocalHost(), config, apply=True)
+        stub_on(host, config, apply=True)
         t_ready = time.time()
         wait_for(lambda: _row_gone(db, rid), timeout=20)
         t_gone = time.time()
@@ -790,10 +800,10 @@ def test_lab_loop_ends_under_the_respond_stub(tmp_path: Path, tls: TLS, cleanup:
     assert re.search(r'"GET /v2/grp/app/tags/list HTTP/1.1" 200 \d+ "-" "GitLab/17.3.5"', access), access
     assert worker.passes[-1].outcome == "destroyed"
     assert all(p.finished_at <= t_gone + 0.5 for p in worker.passes)        # nothing after the row went
-    off = stub_off(LocalHost(), config.dir, apply=True, registry_url=reg.url)
+    off = stub_off(host, config.dir, apply=True, registry_url=reg.url)
     assert off.registry_ok
     assert sorted(list_tags(reg.url, "grp/app", verify=tls.ca)) == ["latest", "v1"]    # orphaned, as documented
-    print(f"\nstub on took {t_ready - t_on:.2f} s; last looping DELETE {last_delete - t_on:.2f} s after "
+    print(f"\n[{via}] stub on took {t_ready - t_on:.2f} s; last looping DELETE {last_delete - t_on:.2f} s after "
           f"`stub on` started; row destroyed after {t_gone - t_on:.2f} s")
     assert last_delete - t_on < 10
 
@@ -907,3 +917,58 @@ def test_compose_without_an_engine_fails_to_start_and_rolls_back(tmp_path: Path,
     with pytest.raises(StubError, match=r"(?s)the stub did not start.*rolled back: stub stopped, registry started"):
         stub_on(LocalHost(), config, apply=True)
     wait_for(reg.running)
+
+
+def _on_a_terminal(argv: list[str], answer: str, timeout: float = 30.0) -> tuple[int, str]:
+    """Run the CLI with stdin/stdout/stderr on a pty, answer its question, return (rc, what it printed)."""
+    import pty
+    import select
+
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "glcleanup", *argv], stdin=slave, stdout=slave, stderr=slave,
+                            close_fds=True)
+    os.close(slave)
+    seen = b""
+    answered = False
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([master], [], [], 0.1)
+            if ready:
+                try:
+                    chunk = os.read(master, 4096)
+                except OSError:
+                    break
+                if not chunk:
+                    break
+                seen += chunk
+            if not answered and b"apply this plan?" in seen:
+                os.write(master, answer.encode() + b"\n")
+                answered = True
+            if proc.poll() is not None and not ready:
+                break
+        rc = proc.wait(timeout=5)
+    finally:
+        os.close(master)
+        if proc.poll() is None:
+            proc.kill()
+    return rc, seen.decode(errors="replace")
+
+
+def test_interactive_yes_on_a_terminal(tmp_path: Path, tls: TLS, cleanup: list[Callable[[], None]]) -> None:
+    directory = tmp_path / "stub"
+    track_stub(directory, cleanup)
+    common = ["--registry-host", "local", "--dir", str(directory)]
+    on = ["stub", "on", *common, "--listen", f"127.0.0.1:{free_port()}", "--cert", tls.cert, "--key", tls.key]
+    rc, out = _on_a_terminal(on, "n")
+    assert rc == 0
+    assert "apply this plan?" in out
+    assert not directory.exists()
+    rc, out = _on_a_terminal(on, "y")
+    assert rc == 0, out
+    assert "stub on: respond on 127.0.0.1:" in out
+    assert read_status(LocalHost(), str(directory)).on
+    rc, out = _on_a_terminal(["stub", "off", *common], "y")
+    assert rc == 0, out
+    assert "stub off: registry restored" in out
+    assert not read_status(LocalHost(), str(directory)).on
