@@ -54,7 +54,7 @@ class AsyncSSHServer:
             "127.0.0.1", 0, server_host_keys=[self.host_key],
             authorized_client_keys=asyncssh.import_authorized_keys(
                 self.client_key.export_public_key("openssh").decode()),
-            process_factory=self._process, sftp_factory=True, allow_scp=False,
+            process_factory=self._process, sftp_factory=True, allow_scp=False, encoding=None,
         )
         self.port = self._server.sockets[0].getsockname()[1]
 
@@ -72,7 +72,7 @@ class AsyncSSHServer:
             assert child.stdin is not None
             try:
                 while data := await proc.stdin.read(65536):
-                    child.stdin.write(data.encode() if isinstance(data, str) else data)
+                    child.stdin.write(data)
                     await child.stdin.drain()
             except (BrokenPipeError, ConnectionResetError, asyncssh.Error):
                 pass
@@ -80,7 +80,7 @@ class AsyncSSHServer:
 
         async def pump_out(src: Any, dst: Any) -> None:
             while data := await src.read(65536):
-                dst.write(data.decode("utf-8", "replace") if isinstance(data, bytes) else data)
+                dst.write(data)  # bytes both ways: binary output (gzip) must survive
 
         feeder = asyncio.ensure_future(pump_in())
         try:
