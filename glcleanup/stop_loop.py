@@ -134,7 +134,8 @@ def _fault(exc: GlcleanupError, sink: _JournalSink, project: str) -> GlcleanupEr
     """Say which side of the transaction a broken run stopped on (design.md §7.3: all or nothing)."""
     check = f"check with `glcleanup scan --source rails --project {project}`"
     if sink.journal is None:
-        state = "nothing was changed (the script stopped before it journaled any row)"
+        state = ("nothing was changed (the script stopped before it journaled any row; it changes nothing "
+                 "until its journal line is out, and the GitLab host's Rails log holds a copy of that line)")
     elif sink.applied:
         state = (f"the changes WERE committed; verification did not finish, so a running worker may still "
                  f"write a row back: {check}; journal {sink.path} (`glcleanup undo {sink.path}`)")

@@ -58,6 +58,15 @@ module StopLoop
     "none"
   end
 
+  # After the commit nobody may be listening (a cut connection closes our stdout): keep verifying anyway,
+  # because the verification is what protects the change from a worker's write-back.
+  def tell(document)
+    Glcleanup.event(document)
+    true
+  rescue SystemCallError, IOError
+    false
+  end
+
   def requeue_hint(ids)
     reset = max_failures ? ", failed_deletion_count: 0, next_delete_attempt_at: nil" : ""
     "after fixing the registry, re-queue with `glcleanup undo` (restores the journaled rows) or in " \
@@ -132,13 +141,16 @@ Glcleanup.main do |params|
       changes = live_targets.map { |r| { "id" => r.id, "action" => target_action, "path" => r.path.to_s } }
       changes += live_resets.map { |r| { "id" => r.id, "action" => "reset_cleanup", "path" => r.path.to_s } }
       rows = (live_targets + live_resets).uniq(&:id)
-      Glcleanup.event({ "journal" => {
+      journal = {
         "gitlab_version" => Gitlab::VERSION, "columns" => columns,
         "policy_columns" => touched_policy ? ContainerExpirationPolicy.column_names : [],
         "project" => result["project"], "mode" => mode, "changes" => changes,
         "rows" => rows.map { |r| Glcleanup.raw_row(r) },
         "policies" => touched_policy ? [Glcleanup.raw_row(policy)] : []
-      } })
+      }
+      # A copy on the GitLab host too, in case the local one never arrives (a link that dies silently).
+      Rails.logger.info("glcleanup stop-loop journal: #{JSON.generate(journal)}")
+      Glcleanup.event({ "journal" => journal }) # raises if stdout is gone: the transaction rolls back
       live_targets.each { |r| mode == "done" ? r.destroy! : StopLoop.park(r) }
       live_resets.each { |r| r.update_columns(expiration_policy_cleanup_status: :cleanup_unscheduled) }
       policy.update_columns(enabled: false) if touched_policy
@@ -157,7 +169,7 @@ Glcleanup.main do |params|
     { "after" => ContainerRepository.where(id: kept_ids).order(:id).map { |r| Glcleanup.raw_row(r) },
       "policies_after" => touched_policy ? [Glcleanup.raw_row(project.reload.container_expiration_policy)] : [] }
   end
-  Glcleanup.event({ "applied" => snapshot.call })
+  StopLoop.tell({ "applied" => snapshot.call })
 
   # --- verify: a worker that was mid-pass writes its result back by id (update_columns), undoing ours ---
   settle = params["settle"].to_f
@@ -199,7 +211,7 @@ Glcleanup.main do |params|
       else
         rounds += 1
         last_change = now
-        Glcleanup.event({ "reapplied" => snapshot.call.merge("round" => rounds, "rows" => back_rows) })
+        StopLoop.tell({ "reapplied" => snapshot.call.merge("round" => rounds, "rows" => back_rows) })
       end
       break if now >= deadline
 
