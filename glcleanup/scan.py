@@ -6,13 +6,13 @@ is exact (timestamps, retry counters); the API's is what any admin token can see
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from glcleanup import validate
+from glcleanup import gitlab_api, logs, validate
 from glcleanup.errors import UsageError
+from glcleanup.hosts import open_host
 from glcleanup.rails import runner_from_settings
 from glcleanup.settings import Settings
 
@@ -92,8 +92,7 @@ def scan_rails(settings: Settings, request: ScanRequest) -> dict[str, Any]:
     return result
 
 
-def scan(settings: Settings, request: ScanRequest,
-         progress: Callable[[int, int | None], None] | None = None) -> ScanReport:
+def scan(settings: Settings, request: ScanRequest, progress: gitlab_api.Progress | None = None) -> ScanReport:
     """Run the requested sources and merge them; log evidence is added when sources are given."""
     request = request.validated()
     report = ScanReport(gitlab={"url": settings.url, "version": None})
@@ -107,8 +106,6 @@ def scan(settings: Settings, request: ScanRequest,
         use_api = False
         report.warnings.append("no --url: scanned through gitlab-rails runner only")
     if use_api:
-        from glcleanup import gitlab_api
-
         settings.require_api()
         gl = gitlab_api.connect(settings)
         report.gitlab["version"] = gitlab_api.server_version(gl)
@@ -135,9 +132,6 @@ def scan(settings: Settings, request: ScanRequest,
             )
     report.repositories = merge(rows)
     if request.registry_logs:
-        from glcleanup import logs
-        from glcleanup.hosts import open_host
-
         host = open_host(settings.registry_host or "local", settings.ssh_options)
         try:
             evidence = logs.analyze_sources(host, request.registry_logs, request.since)

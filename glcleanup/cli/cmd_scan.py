@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Callable
 from typing import Annotated
 
 import typer
@@ -35,8 +33,7 @@ def scan_command(
     """List container repositories stuck in deletion (exit 1 when something is stuck or looping)."""
     request = ScanRequest(source=source, projects=list(project or []), group=group,
                           registry_logs=list(registry_log or []), since=parse_duration(since, allow_all=True))
-    progress = _progress() if sys.stderr.isatty() and not wants_json(settings) else None
-    report = scan(settings, request, progress=progress)
+    report = scan(settings, request)  # the API walk shows a progress bar on stderr when it is a terminal
     if wants_json(settings):
         emit_json(report.to_json())
     else:
@@ -58,20 +55,3 @@ def render(report: ScanReport) -> None:
         emit_table(report.loops, _LOOP_COLUMNS, title="\nLoop evidence in the registry log:")
     for warning in report.warnings:
         info(f"warning: {warning}")
-
-
-def _progress() -> Callable[[int, int | None], None]:
-    """A rich progress callback on stderr: (done, total)."""
-    from rich.console import Console
-    from rich.progress import Progress
-
-    progress = Progress(console=Console(stderr=True), transient=True)
-    task = progress.add_task("scanning", total=None)
-    progress.start()
-
-    def update(done: int, total: int | None) -> None:
-        progress.update(task, completed=done, total=total)
-        if total is not None and done >= total:
-            progress.stop()
-
-    return update
