@@ -46,7 +46,7 @@ PER_PAGE = 100  # GitLab's maximum for offset pagination and GraphQL connections
 GRAPHQL_PROJECT_BATCH = 100
 GRAPHQL_REPOS_PER_PROJECT = 20  # most projects have fewer; the rest are paged separately
 
-Progress = Callable[[str, int, int], None]  # (phase, requests done, requests planned so far)
+Progress = Callable[[int, int | None], None]  # (requests done, requests planned so far)
 T = TypeVar("T")
 
 REPO_FIELDS = "id name path status location createdAt"
@@ -171,7 +171,10 @@ def is_admin(gl: gitlab.Gitlab) -> bool:
 
 
 class Tracker:
-    """Counts planned and finished requests for the progress callback (thread-safe)."""
+    """Counts planned and finished requests for the progress callback (thread-safe).
+
+    A callback with a `phase(text)` attribute (like the rich bar's) is also told what is being read.
+    """
 
     def __init__(self, progress: Progress | None) -> None:
         self.progress = progress
@@ -193,8 +196,12 @@ class Tracker:
         self._emit()
 
     def _emit(self) -> None:
-        if self.progress is not None:
-            self.progress(self.phase, self.done, self.planned)
+        if self.progress is None:
+            return
+        describe = getattr(self.progress, "phase", None)
+        if callable(describe):
+            describe(self.phase)
+        self.progress(self.done, self.planned)
 
 
 @contextmanager
@@ -212,11 +219,15 @@ def rich_progress(enabled: bool | None = None) -> Iterator[Progress | None]:
                    console=Console(stderr=True), transient=True)
     task = bar.add_task("scanning GitLab", total=None)
 
-    def update(phase: str, done: int, planned: int) -> None:
-        bar.update(task, description=phase, completed=done, total=max(planned, 1))
+    class Update:
+        def __call__(self, done: int, planned: int | None) -> None:
+            bar.update(task, completed=done, total=max(planned or 1, done, 1))
+
+        def phase(self, text: str) -> None:
+            bar.update(task, description=f"GitLab API: {text}")
 
     with bar:
-        yield update
+        yield Update()
 
 
 # --------------------------------------------------------------------------- the scanner

@@ -189,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
             gl = gitlab_api.connect(Settings(url=server.url, token=TOKEN))
             ours, ours_requests, ours_time = measure(server, lambda: {
                 int(r["id"]) for r in gitlab_api.scan_repositories(gl, concurrency=args.concurrency,
-                                                                   progress=lambda *_: None).repositories})
+                                                                   progress=lambda _done, _total: None).repositories})
             print(f"glcleanup scan_repositories: {ours_requests} requests, {ours_time:.2f} s, "
                   f"{len(ours)} stuck", flush=True)
             theirs, naive_requests, naive_time = measure(server, lambda: naive(server.url))
