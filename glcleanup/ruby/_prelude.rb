@@ -67,6 +67,6 @@ module Glcleanup
   end
 
   def self.version_info
-    { "version" => Gitlab::VERSION, "columns" => ContainerRepository.column_names }
+    { "gitlab_version" => Gitlab::VERSION, "columns" => ContainerRepository.column_names }
   end
 end
