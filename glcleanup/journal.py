@@ -102,6 +102,7 @@ class Journal:
 
     def save(self) -> None:
         try:
+            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             write_atomic(self.path, self.data)
         except OSError as exc:
             raise JournalError(f"cannot write journal {self.path}: {exc}") from exc

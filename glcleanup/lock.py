@@ -36,11 +36,12 @@ def project_lock(rails_host: str, project: str, command: str) -> Iterator[Path]:
         except BlockingIOError:
             holder = _holder(fd)
             raise LockedError(
-                f"another glcleanup {holder.get('command', 'run')} is working on {project} via {rails_host} "
+                f"another glcleanup {holder.get('command', 'run')} is working on {holder.get('project', project)} "
+                f"via {holder.get('rails_host', rails_host)} "
                 f"(pid {holder.get('pid', '?')}, since {holder.get('since', '?')}); wait for it to finish"
             ) from None
         os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps({"pid": os.getpid(), "command": command, "project": project,
+        os.pwrite(fd, json.dumps({"pid": os.getpid(), "command": command, "project": project, "rails_host": rails_host,
                                   "since": now_iso()}).encode(), 0)
         yield path
     finally:
