@@ -51,7 +51,7 @@ _LAUNCH_WATCHER = ('d=$1; shift; nohup sh "$d/stubctl.sh" watch "$d" "$@" </dev/
 _ROTATE = ('d=$1; for f in access.log deletes.log error.log watcher.log; do '
            '[ -f "$d/$f" ] && mv -f "$d/$f" "$d/$f.prev"; done; '
            'rm -f "$d/confirmed" "$d/restore-failed" "$d/nginx.pid"; mkdir -p "$d/tmp"')
-_MKDIR = 'umask 077; mkdir -p "$1"'
+_MKDIR = 'umask 077; mkdir -p "$1" && chmod 711 "$1"'    # nginx workers may need to reach DIR/tmp
 _REMOVE_WRITTEN = 'd=$1; shift; for f in "$@" error.log; do rm -f "$d/$f"; done; rm -rf "$d/tmp"; exit 0'
 _REMOVE_CREATED = 'rm -rf "$1"'     # only a --dir this run created (checked absent just before)
 _ACCESS_LINE = re.compile(r'^(\S+) \S+ \S+ \[([^\]]+)\] "(\S+) (\S+)[^"]*" (\d{3}) \S+ "[^"]*" "([^"]*)"')

@@ -970,5 +970,5 @@ def test_interactive_yes_on_a_terminal(tmp_path: Path, tls: TLS, cleanup: list[C
     assert read_status(LocalHost(), str(directory)).on
     rc, out = _on_a_terminal(["stub", "off", *common], "y")
     assert rc == 0, out
-    assert "stub off: registry restored" in out
+    assert "stub off (registry not checked" in out
     assert not read_status(LocalHost(), str(directory)).on

@@ -132,7 +132,10 @@ def _render_off(result: OffResult, settings: Settings) -> int:
         last = result.last_off or {}
         typer.echo("stub already off" + (f" (ended: {last.get('reason')} at {last.get('at')})" if last else ""))
     elif result.applied:
-        typer.echo("stub off: registry restored" if not trouble else "stub off, but the registry does not answer")
+        if result.registry_ok is None:
+            typer.echo("stub off (registry not checked: no --registry-url and no --start-registry recorded)")
+        else:
+            typer.echo("stub off: registry restored" if not trouble else "stub off, but the registry does not answer")
         if result.registry_detail:
             info(f"registry: {result.registry_detail}")
     return int(ExitCode.TROUBLE if trouble else ExitCode.OK)
