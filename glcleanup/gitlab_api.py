@@ -414,8 +414,15 @@ def graphql_row(node: dict[str, Any], project_id: int, project: str) -> dict[str
     return {
         "id": _gid(node["id"]), "project": project, "path": node.get("path"), "name": node.get("name"),
         "status": status.lower() if isinstance(status, str) else None, "project_id": project_id,
-        "location": node.get("location"), "created_at": node.get("createdAt"), "sources": ["api"],
+        "location": node.get("location"), "created_at": _rest_time(node.get("createdAt")), "sources": ["api"],
     }
+
+
+def _rest_time(value: Any) -> Any:
+    """GraphQL's `2024-01-10T13:39:08Z` in REST's shape (`...08.000Z`), so rows from both sources match."""
+    if isinstance(value, str) and len(value) == 20 and value.endswith("Z") and value[10] == "T":
+        return value[:-1] + ".000Z"
+    return value
 
 
 def _gid(value: Any) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -60,6 +61,8 @@ def test_instance_scan_lists_only_stuck_rows_with_their_fields(server: GitLabApi
     assert row["sources"] == ["api"]
     assert row["name"] == "worker"
     assert row["location"].endswith("/acme/website/worker")
+    for each in scan.repositories:  # REST and GraphQL rows carry timestamps in the same shape
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", each["created_at"])
 
 
 def test_scan_never_asks_for_tags_and_counts_its_requests(server: GitLabApiServer) -> None:
