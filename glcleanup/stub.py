@@ -48,7 +48,7 @@ Say = Callable[[str], None]
 
 _LAUNCH_WATCHER = ('d=$1; shift; nohup sh "$d/stubctl.sh" watch "$d" "$@" </dev/null >/dev/null 2>&1 & '
                    'echo $!')
-_ROTATE = ('d=$1; for f in access.log deletes.log error.log watcher.log; do '
+_ROTATE = ('d=$1; for f in access.log deletes.log activity.log error.log watcher.log; do '
            '[ -f "$d/$f" ] && mv -f "$d/$f" "$d/$f.prev"; done; '
            'rm -f "$d/confirmed" "$d/restore-failed" "$d/nginx.pid"; mkdir -p "$d/tmp"')
 _MKDIR = 'umask 077; mkdir -p "$1" && chmod 711 "$1"'    # nginx workers may need to reach DIR/tmp
@@ -327,10 +327,12 @@ def stub_on(host: Host, config: StubConfig, *, apply: bool, registry_url: str | 
     say(f"nginx config checked; recording state in {config.dir}/state.json")
     state = _state_doc(config, compose_cmd, registry_url, host)
     host.put(json.dumps(state, indent=2).encode() + b"\n", f"{config.dir}/state.json", 0o600)
+    progress: dict[str, bool] = {"registry_stopped": False}
     try:
-        _activate(host, config, state, guard_seconds, say, result)
+        _activate(host, config, state, guard_seconds, say, result, progress)
     except BaseException as exc:
-        message = _rollback(host, config.dir, state, guard_seconds)
+        # the registry is started again only if this run got as far as stopping it
+        message = _rollback(host, config.dir, state, guard_seconds, start=progress["registry_stopped"])
         if isinstance(exc, KeyboardInterrupt):
             say(f"interrupted: {message}")
             raise
@@ -342,7 +344,7 @@ def stub_on(host: Host, config: StubConfig, *, apply: bool, registry_url: str | 
 
 
 def _activate(host: Host, config: StubConfig, state: dict[str, Any], guard: float, say: Say,
-              result: OnResult) -> None:
+              result: OnResult, progress: dict[str, bool]) -> None:
     d = config.dir
     word = str(state["stubctl_deploy"])
     launched = sh_check(host, _LAUNCH_WATCHER, d, str(int(guard)), str(config.for_seconds),
@@ -351,6 +353,7 @@ def _activate(host: Host, config: StubConfig, state: dict[str, Any], guard: floa
     _must(launched, "cannot start the watcher on the host")
     if config.stop_registry:
         say(f"stopping the registry: {quote_argv(config.stop_registry)}")
+        progress["registry_stopped"] = True
         stopped = host.run(config.stop_registry, timeout=COMMAND_TIMEOUT)
         if stopped.exit_code != 0:
             raise StubError(f"--stop-registry failed (exit {stopped.exit_code}): {tail_text(stopped)}")
@@ -383,9 +386,11 @@ def _verified_labels(config: StubConfig) -> list[str]:
     return [f"{p.label} -> {'/'.join(str(s) for s in p.status)}" for p in probes_for(config)]
 
 
-def _rollback(host: Host, directory: str, state: dict[str, Any], guard: float) -> str:
+def _rollback(host: Host, directory: str, state: dict[str, Any], guard: float, start: bool = True) -> str:
     """Undo a half-done `on`: the same restore as `off`. Retries once (SSHHost reconnects)."""
     last: Exception | None = None
+    if not start:
+        state = {**state, "start_registry": None}
     for _attempt in range(2):
         try:
             result = stubctl(host, *_restore_args(state, directory, "rollback"), timeout=COMMAND_TIMEOUT + 60)

@@ -11,7 +11,8 @@
 #                                                       stop the stub, run the start command, retire state
 #   stubctl.sh watch   DIR GUARD FOR QUIET INTERVAL DEPLOY PROJECT [START_REGISTRY_ARGV...]
 #                                                       restore when unconfirmed after GUARD s, FOR s after
-#                                                       confirmation, or QUIET s without a DELETE (0 = off)
+#                                                       confirmation, or QUIET s without deletion traffic
+#                                                       (DIR/activity.log: DELETEs, tags/list) (0 = off)
 #   stubctl.sh status  DIR                              key=value lines for `stub status` (DEPLOY and
 #                                                       PROJECT come from DIR/deploy, written by `on`)
 #   stubctl.sh listeners                                listening TCP sockets (ss, else netstat)
@@ -39,13 +40,14 @@ compose() {  # compose DIR DEPLOY PROJECT ARGS...
     fi
 }
 
-# A pid is ours when it is alive, not a zombie, and its command line names DIR (nginx keeps its
-# argv in the master's title). Without /proc we can only trust kill -0.
+# A pid is ours when it is alive, not a zombie, and its command line names DIR/ (nginx keeps its
+# argv, "-p DIR/ ... -c DIR/nginx.conf", in the master's title; the watcher runs DIR/stubctl.sh).
+# Without /proc we can only trust kill -0.
 ours() {  # ours PID DIR
     kill -0 "$1" 2>/dev/null || return 1
     [ -d /proc ] || return 0
     [ -r "/proc/$1/cmdline" ] || return 1
-    tr '\000' ' ' < "/proc/$1/cmdline" | grep -F -q -- "$2"
+    tr '\000' ' ' < "/proc/$1/cmdline" | grep -F -q -- "$2/"
 }
 
 read_pid() {  # read_pid FILE -> digits or nothing
@@ -237,14 +239,14 @@ cmd_watch() {  # DIR GUARD FOR QUIET INTERVAL DEPLOY PROJECT [START...]
             if [ -z "$confirmed_at" ]; then
                 confirmed_at=$t
                 last_change=$t
-                last_size=$(fsize "$dir/deletes.log")
+                last_size=$(fsize "$dir/activity.log")
                 if [ "$forsecs" -eq 0 ] && [ "$quiet" -eq 0 ]; then
                     echo "$(stamp) stub confirmed; nothing more to watch"
                     rm -f "$dir/watcher.pid"
                     exit 0
                 fi
             fi
-            size=$(fsize "$dir/deletes.log")
+            size=$(fsize "$dir/activity.log")
             if [ "$size" != "$last_size" ]; then last_size=$size; last_change=$t; fi
             if [ "$forsecs" -gt 0 ] && [ $((t - confirmed_at)) -ge "$forsecs" ]; then reason=expired; fi
             if [ "$quiet" -gt 0 ] && [ $((t - last_change)) -ge "$quiet" ]; then reason=${reason:-quiet}; fi

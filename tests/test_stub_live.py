@@ -518,6 +518,30 @@ class CutAfterStop:
         self.inner.close()
 
 
+class FailWatcherLaunch(CutAfterStop):
+    """The host refuses to start the watcher: nothing has been stopped yet."""
+
+    def run(self, argv: Sequence[str], stdin: bytes | None = None, timeout: float | None = 300.0,
+            on_stdout: OutputSink | None = None) -> CommandResult:
+        if len(argv) > 2 and "nohup" in argv[2]:
+            return CommandResult(b"", b"sh: nohup: not found\n", 127)
+        return self.inner.run(argv, stdin, timeout, on_stdout)
+
+
+def test_failure_before_the_stop_does_not_run_the_start_command(tmp_path: Path, tls: TLS,
+                                                                 cleanup: list[Callable[[], None]]) -> None:
+    reg = registry(tmp_path / "reg", tls, cleanup)
+    pid = reg.pid()
+    config = respond_config(tmp_path, reg, tls)
+    host = FailWatcherLaunch(LocalHost(), [], transient=False)
+    with pytest.raises(StubError, match=r"cannot start the watcher.*nohup: not found.*rolled back: stub stopped, "
+                                        r"state removed"):
+        stub_on(host, config, apply=True)
+    assert reg.pid() == pid
+    assert reg.running()
+    assert read_status(LocalHost(), config.dir).to_json()["state"] == "off"
+
+
 def test_ssh_cut_after_stop_is_rolled_back_on_reconnect(tmp_path: Path, tls: TLS, sshd: AsyncSSHServer,
                                                         cleanup: list[Callable[[], None]]) -> None:
     reg = registry(tmp_path / "reg", tls, cleanup)
