@@ -113,12 +113,6 @@ def scan(settings: Settings, request: ScanRequest, progress: gitlab_api.Progress
                                            progress=progress)
         rows["api"] = [dict(r, sources=["api"]) for r in api.repositories]
         report.warnings.extend(api.warnings)
-        unknown = sum(1 for r in api.repositories if r.get("status") == "unknown")
-        if unknown:
-            report.warnings.append(
-                f"the REST API of GitLab {report.gitlab['version']} has no repository status (added in 16.7): "
-                f"{unknown} repositories are 'unknown'; use --source rails for the exact state"
-            )
     if use_rails:
         result = scan_rails(settings, request)
         report.gitlab["version"] = report.gitlab.get("version") or result.get("gitlab_version")
