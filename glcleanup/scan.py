@@ -80,7 +80,8 @@ def merge(rows_by_source: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any
                 for key, value in row.items():
                     current.setdefault(key, value)
             current["sources"].append(source)
-    return [merged[k] for k in sorted(merged)]
+    return [{**{k: v for k, v in merged[i].items() if k != "sources"}, "sources": merged[i]["sources"]}
+            for i in sorted(merged)]
 
 
 def scan_rails(settings: Settings, request: ScanRequest) -> dict[str, Any]:
