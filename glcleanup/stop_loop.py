@@ -102,6 +102,7 @@ class _JournalSink:
         self.meta = meta
         self.project = project
         self.journal: Journal | None = None
+        self.unsaved = False  # the journal line arrived but could not be written
         self.applied = False
 
     def __call__(self, event: dict[str, Any]) -> None:
@@ -113,6 +114,7 @@ class _JournalSink:
                 import json
                 import sys
 
+                self.unsaved = True
                 sys.stderr.write(f"glcleanup: {exc}; the journal follows:\n{json.dumps(journal.data)}\n")
                 raise
             self.journal = journal
@@ -133,7 +135,10 @@ class _JournalSink:
 def _fault(exc: GlcleanupError, sink: _JournalSink, project: str) -> GlcleanupError:
     """Say which side of the transaction a broken run stopped on (design.md §7.3: all or nothing)."""
     check = f"check with `glcleanup scan --source rails --project {project}`"
-    if sink.journal is None:
+    if sink.unsaved:
+        state = (f"the journal could not be saved (its content is printed above) and the changes MAY have been "
+                 f"committed: {check}")
+    elif sink.journal is None:
         state = ("nothing was changed (the script stopped before it journaled any row; it changes nothing "
                  "until its journal line is out, and the GitLab host's Rails log holds a copy of that line)")
     elif sink.applied:
@@ -149,7 +154,7 @@ def _run_once(runner: RailsRunner, request: StopLoopRequest, meta: dict[str, Any
     sink = _JournalSink(meta, request.project)
     try:
         result: dict[str, Any] = runner.run("stop_loop", request.params(), on_event=sink if request.apply else None)
-    except (ConnectError, RunnerError) as exc:
+    except (ConnectError, RunnerError, JournalError) as exc:
         raise _fault(exc, sink, request.project) from exc
     report = StopLoopReport(result, journal=sink.path, settle=request.settle)
     if sink.journal is not None:

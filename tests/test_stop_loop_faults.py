@@ -23,7 +23,7 @@ from glcleanup import stop_loop as stop_loop_module
 from glcleanup.cli import app
 from glcleanup.errors import ConnectError
 from glcleanup.hosts import CommandResult
-from glcleanup.journal import journal_dir
+from glcleanup.journal import Journal, JournalError, journal_dir
 from glcleanup.lab import schema
 from glcleanup.rails import RailsRunner
 from glcleanup.settings import Settings
@@ -231,3 +231,20 @@ def test_link_gone_after_the_commit_the_runner_still_verifies(monkeypatch: pytes
     assert statuses[ids["stuck"]] == statuses[ids["ongoing"]] == schema.STATUS["delete_failed"]
     rails_log = (path.parent / "log" / "production.log").read_text()
     assert "glcleanup stop-loop journal:" in rails_log  # the host-side copy of the journal
+
+
+def test_journal_that_cannot_be_saved_is_printed_and_reported(monkeypatch: pytest.MonkeyPatch,
+                                                              capsys: pytest.CaptureFixture[str],
+                                                              db: tuple[Path, dict[str, int]]) -> None:
+    monkeypatch.setenv("GLCLEANUP_LAB_DB", str(db[0]))
+
+    def disk_full(self: Journal) -> None:
+        raise JournalError(f"cannot write journal {self.path}: [Errno 28] No space left on device")
+
+    monkeypatch.setattr(Journal, "save", disk_full)
+    request = StopLoopRequest("acme/web", mode="failed", settle=0.2, apply=True)
+    with pytest.raises(JournalError, match="the changes MAY have been committed") as failure:
+        stop_loop_module.stop_loop(Settings(rails_host="local", rails_runner=RUNNER), request)
+    assert "No space left on device" in str(failure.value)
+    printed = capsys.readouterr().err
+    assert '"rows": [{"id": 1' in printed

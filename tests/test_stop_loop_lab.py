@@ -208,3 +208,38 @@ def test_stop_loop_through_ssh_into_the_lab(lab_factory: Callable[..., Lab], tmp
         assert website.id in table(lab)  # back, and the worker picks it up again (the loop resumes)
     finally:
         server.stop()
+
+
+def test_disable_cleanup_policy_stops_the_policy_loop_too(lab_factory: Callable[..., Lab]) -> None:
+    lab = lab_factory("17.3.5")
+    assert lab.demo is not None
+    website = lab.demo.repository("acme/website")
+    conn = sqlite3.connect(lab.db_path)  # a policy that removes the dated tag: the same DIGEST_INVALID loop
+    conn.execute("UPDATE container_expiration_policies SET keep_n = 0 WHERE project_id = ?",
+                 (lab.demo.projects["acme/website"],))
+    conn.execute("UPDATE container_repositories SET expiration_policy_cleanup_status = 1 WHERE id = ?", (website.id,))
+    conn.commit()
+    conn.close()
+    wait_for(lambda: len(deletes(lab.registry_log, "acme/website")) >= 3)
+    plain = CliRunner().invoke(app, ["stop-loop", "--project", "acme/website", "-o", "json"], env=lab.settings_env())
+    assert plain.exit_code == 0
+    assert "--disable-cleanup-policy" in json.loads(plain.stdout)["warnings"][0]
+
+    started = time.time()
+    result = stop_loop(lab, "--project", "acme/website", "--disable-cleanup-policy", settle=1.5)
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert {p["action"] for p in doc["plan"]} == {"reset_cleanup", "disable_cleanup_policy"}
+    assert doc["verified"] is True
+    seen = deletes(lab.registry_log, "acme/website")
+    time.sleep(1.5)
+    assert deletes(lab.registry_log, "acme/website") == seen
+    assert max(seen) <= started + 1.5
+    row = table(lab)[website.id]
+    assert row["expiration_policy_cleanup_status"] == 0
+    assert row["status"] is None
+    conn = schema.connect(lab.db_path)
+    enabled = conn.execute("SELECT enabled FROM container_expiration_policies WHERE project_id = ?",
+                           (lab.demo.projects["acme/website"],)).fetchone()[0]
+    conn.close()
+    assert enabled == 0

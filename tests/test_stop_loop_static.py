@@ -310,3 +310,13 @@ def wait_for(cond: Callable[[], object], timeout: float = 15.0) -> None:
             return
         time.sleep(0.02)
     raise AssertionError("condition not met in time")
+
+
+def test_undo_defaults_to_the_journals_runner(lab_db: tuple[Path, str, dict[str, int]]) -> None:
+    db, _version, _ids = lab_db
+    before = dump(db)
+    assert stop("--mode", "done", "--yes").exit_code == 0
+    result = CliRunner().invoke(app, ["undo", "--yes", "-o", "json"])  # no --rails-host: the journal says local
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["exact"] is True
+    assert dump(db) == before
