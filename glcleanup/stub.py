@@ -283,6 +283,9 @@ def _activate(host: Host, config: StubConfig, state: dict[str, Any], guard: floa
     result.verified = [f"{p}" for p in _verified_labels(config)]
     since = _now()
     until = _iso(since + timedelta(seconds=config.for_seconds)) if config.for_seconds else "-"
+    final = {**state, "since": _iso(since), "until": None if until == "-" else until,
+             "pid": int(pid) if pid.isdigit() else None, "container": None if pid.isdigit() else pid}
+    host.put(json.dumps(final, indent=2).encode() + b"\n", f"{d}/state.json.confirmed", 0o600)
     confirmed = stubctl(host, "confirm", d, _iso(since), until, pid, timeout=30)
     if confirmed.exit_code == 76:
         raise StubError(f"the guard on {host.name} already restored the registry (took longer than {guard:.0f} s)")

@@ -42,7 +42,7 @@ class StubStatus:
     def to_json(self) -> dict[str, Any]:
         state = self.state or {}
         source = state or self.last_state or {}
-        since = self.values.get("confirmed_since") or None
+        since = self.values.get("confirmed_since") or state.get("since") or None
         until = self.values.get("confirmed_until") or None
         until = None if until == "-" else until
         pid = self.values.get("pid") or self.values.get("confirmed_pid") or None

@@ -6,7 +6,8 @@
 #
 #   stubctl.sh check   DIR DEPLOY PROJECT               nginx -t (and compose config) on DIR/nginx.conf
 #   stubctl.sh start   DIR DEPLOY PROJECT               start the stub; prints "pid N"
-#   stubctl.sh confirm DIR SINCE UNTIL PID              mark the stub verified (ends the guard)
+#   stubctl.sh confirm DIR SINCE UNTIL PID              mark the stub verified (ends the guard); installs
+#                                                       DIR/state.json.confirmed as the state, if present
 #   stubctl.sh restore DIR REASON DEPLOY PROJECT [START_REGISTRY_ARGV...]
 #                                                       stop the stub, run the start command, retire state
 #   stubctl.sh watch   DIR GUARD FOR QUIET INTERVAL DEPLOY PROJECT [START_REGISTRY_ARGV...]
@@ -209,7 +210,9 @@ cmd_start() {  # DIR DEPLOY PROJECT
 cmd_confirm() {  # DIR SINCE UNTIL PID
     [ $# -eq 4 ] || exit 64
     take_lock "$1" 10 || exit 75
-    if [ ! -f "$1/state.json" ]; then drop_lock "$1"; exit 76; fi
+    if [ ! -f "$1/state.json" ]; then rm -f "$1/state.json.confirmed"; drop_lock "$1"; exit 76; fi
+    # the state with since/until/pid filled in, written next to it by glcleanup, replaces it atomically
+    [ -f "$1/state.json.confirmed" ] && mv -f "$1/state.json.confirmed" "$1/state.json"
     printf 'since=%s\nuntil=%s\npid=%s\nconfirmed_epoch=%s\n' "$2" "$3" "$4" "$(now)" > "$1/confirmed.tmp"
     mv -f "$1/confirmed.tmp" "$1/confirmed"
     drop_lock "$1"

@@ -285,6 +285,7 @@ def test_respond_over_ssh_answers_every_row_and_restores(tmp_path: Path, tls: TL
         state = json.loads((tmp_path / "stub" / "state.json").read_text())
         assert state["start_registry"] == [reg.start_cmd]
         assert state["stop_registry"] == [reg.stop_cmd]
+        assert (state["since"], state["pid"], state["mode"]) == (status["since"], status["pid"], "respond")
         off = stub_off(host, config.dir, apply=True, registry_url=reg.url)
         assert off.applied
         assert off.registry_ok, off.registry_detail
