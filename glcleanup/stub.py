@@ -27,6 +27,7 @@ from glcleanup.stub_remote import (
     compose_command,
     deploy_word,
     missing_tools,
+    probes_for,
     quote_argv,
     registry_answers,
     sh_check,
@@ -62,14 +63,12 @@ def _now() -> datetime:
     return datetime.now(UTC).replace(microsecond=0)
 
 
-def _iso(moment: datetime) -> str:
-    return iso(moment)
-
-
 # --- on ------------------------------------------------------------------------------------------------
 
 @dataclass
 class OnResult:
+    """What `stub on` planned or did; `to_json` is the CLI's JSON document."""
+
     config: StubConfig
     plan: list[str]
     applied: bool = False
@@ -103,8 +102,8 @@ def plan_on(config: StubConfig, compose_cmd: str | None = None) -> list[str]:
     if config.for_seconds:
         steps.append(f"switch off by itself after {timedelta(seconds=config.for_seconds)}")
     if config.quiet_seconds:
-        steps.append(f"switch off by itself after {config.quiet_seconds // 60 or config.quiet_seconds / 60} "
-                     "minutes without a DELETE")
+        steps.append(f"switch off by itself after {config.quiet_seconds / 60:g} minutes without deletion "
+                     "traffic (DELETE or tags/list)")
     if config.mode == "respond":
         steps.append("while it is up: every repository GitLab is deleting is recorded as deleted while its data "
                      "stays in the registry (run its garbage collection later); pushes and pulls fail")
@@ -152,7 +151,7 @@ def _state_doc(config: StubConfig, compose_cmd: str | None, registry_url: str | 
         "http_port": config.http_port, "cert": config.cert, "key": config.key, "upstream": config.upstream,
         "deploy": config.deploy, "compose_cmd": compose_cmd,
         "stubctl_deploy": deploy_word(config.deploy, compose_cmd), "compose_project": config.compose_project,
-        "dir": config.dir, "requested_at": _iso(_now()), "for_seconds": config.for_seconds,
+        "dir": config.dir, "requested_at": iso(_now()), "for_seconds": config.for_seconds,
         "quiet_seconds": config.quiet_seconds, "stop_registry": config.stop_registry,
         "start_registry": config.start_registry, "registry_url": registry_url,
         "restore": f"glcleanup stub off --registry-host {host.name} --dir {config.dir} --yes",
@@ -280,21 +279,19 @@ def _activate(host: Host, config: StubConfig, state: dict[str, Any], guard: floa
     problems = verify(host, config)
     if problems:
         raise StubError("the stub answers wrong: " + "; ".join(problems))
-    result.verified = [f"{p}" for p in _verified_labels(config)]
+    result.verified = _verified_labels(config)
     since = _now()
-    until = _iso(since + timedelta(seconds=config.for_seconds)) if config.for_seconds else "-"
-    final = {**state, "since": _iso(since), "until": None if until == "-" else until,
+    until = iso(since + timedelta(seconds=config.for_seconds)) if config.for_seconds else "-"
+    final = {**state, "since": iso(since), "until": None if until == "-" else until,
              "pid": int(pid) if pid.isdigit() else None, "container": None if pid.isdigit() else pid}
     host.put(json.dumps(final, indent=2).encode() + b"\n", f"{d}/state.json.confirmed", 0o600)
-    confirmed = stubctl(host, "confirm", d, _iso(since), until, pid, timeout=30)
+    confirmed = stubctl(host, "confirm", d, iso(since), until, pid, timeout=30)
     if confirmed.exit_code == 76:
         raise StubError(f"the guard on {host.name} already restored the registry (took longer than {guard:.0f} s)")
     _must(confirmed, "cannot confirm the stub")
 
 
 def _verified_labels(config: StubConfig) -> list[str]:
-    from glcleanup.stub_remote import probes_for
-
     return [f"{p.label} -> {'/'.join(str(s) for s in p.status)}" for p in probes_for(config)]
 
 
@@ -325,6 +322,8 @@ def _rollback(host: Host, directory: str, state: dict[str, Any], guard: float, s
 
 @dataclass
 class OffResult:
+    """What `stub off` planned or did, and whether the real registry answers again."""
+
     directory: str
     plan: list[str] = field(default_factory=list)
     applied: bool = False
