@@ -24,7 +24,7 @@ from glcleanup.stop_loop import StopLoopRequest, stop_loop
 pytestmark = pytest.mark.skipif(shutil.which("ruby") is None, reason="ruby missing")
 LAB_RAILS = Path(__file__).parents[1] / "glcleanup" / "lab" / "rails" / "gitlab-rails"
 RUNNER = f"{LAB_RAILS} runner"
-VERSIONS = ("16.6.1", "17.3.5", "17.6.0")
+VERSIONS = ("16.6.1", "17.3.5", "17.5.0", "17.6.0")
 
 
 def make_db(path: Path, version: str) -> dict[str, int]:
