@@ -132,10 +132,10 @@ class ManagedRegistry:
         return self
 
     def kill(self) -> None:
-        pid = self.pid()
-        if pid is not None and _alive(pid):
+        """Every registry started from this root, not only the last pid written (a retried start overwrites it)."""
+        for line in processes_mentioning(f"{self.root}/config.yml"):
             with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGTERM)
+                os.kill(int(line.split(":")[0]), signal.SIGTERM)
 
 
 def _alive(pid: int) -> bool:
@@ -147,7 +147,9 @@ def _alive(pid: int) -> bool:
 
 
 def processes_mentioning(text: str) -> list[str]:
-    """Live (non-zombie) processes whose command line contains `text`."""
+    """Live (non-zombie) processes whose command line or open files mention `text`.
+
+    Open files catch nginx workers too: their title is just "nginx: worker process"."""
     found = []
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit() or int(proc.name) == os.getpid():
@@ -156,7 +158,11 @@ def processes_mentioning(text: str) -> list[str]:
             cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
         except OSError:
             continue
-        if text in cmdline and _alive(int(proc.name)):
+        mentioned = text in cmdline
+        if not mentioned:
+            with contextlib.suppress(OSError):
+                mentioned = any(text in os.readlink(fd) for fd in (proc / "fd").iterdir())
+        if mentioned and _alive(int(proc.name)):
             found.append(f"{proc.name}: {cmdline}")
     return found
 
@@ -182,8 +188,12 @@ def track_stub(directory: Path, cleanup: list[Callable[[], None]]) -> None:
 
     def kill() -> None:
         for line in processes_mentioning(str(directory)):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(int(line.split(":")[0]), signal.SIGKILL)
+            pid = int(line.split(":")[0])
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                if os.getpgid(pid) == pid:          # a daemonized nginx master leads its workers' group
+                    os.killpg(pid, signal.SIGKILL)
+                else:
+                    os.kill(pid, signal.SIGKILL)
 
     cleanup.append(kill)
 
