@@ -1007,3 +1007,11 @@ def test_interactive_yes_on_a_terminal(tmp_path: Path, tls: TLS, cleanup: list[C
     assert rc == 0, out
     assert "stub off (registry not checked" in out
     assert not read_status(LocalHost(), str(directory)).on
+
+
+def test_status_and_off_of_a_dir_that_never_held_a_stub(tmp_path: Path) -> None:
+    status = read_status(LocalHost(), str(tmp_path / "never"))
+    assert status.to_json()["state"] == "off"
+    assert status.to_json()["last_delete"] is None
+    assert stub_off(LocalHost(), str(tmp_path / "never"), apply=True).already_off
+    assert not (tmp_path / "never").exists()
