@@ -45,8 +45,10 @@ PORT_WAIT = 20.0             # how long the port may take to close after --stop-
 STATE_VERSION = 1
 Say = Callable[[str], None]
 
-_LAUNCH_WATCHER = ('d=$1; shift; nohup sh "$d/stubctl.sh" watch "$d" "$@" </dev/null >/dev/null 2>&1 & '
-                   'echo $!')
+# The watcher outlives this connection: nohup against SIGHUP, and its own session (setsid, where present)
+# so a Ctrl-C in the admin's terminal (with --registry-host local) cannot reach it.
+_LAUNCH_WATCHER = ('d=$1; shift; s=; command -v setsid >/dev/null 2>&1 && s=setsid; '
+                   'nohup $s sh "$d/stubctl.sh" watch "$d" "$@" </dev/null >/dev/null 2>&1 & echo $!')
 _ROTATE = ('d=$1; for f in access.log deletes.log activity.log error.log watcher.log; do '
            '[ -f "$d/$f" ] && mv -f "$d/$f" "$d/$f.prev"; done; '
            'rm -f "$d/confirmed" "$d/restore-failed" "$d/nginx.pid"; mkdir -p "$d/tmp"')
