@@ -7,9 +7,11 @@ it, `stop-loop` ends it, and the log goes quiet.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +19,30 @@ from tabulate import tabulate
 
 from glcleanup.hosts import LocalHost
 from glcleanup.lab.lab import Lab
+from glcleanup.lab.registry import free_port, list_tags
 from glcleanup.scan import ScanRequest, scan
 from glcleanup.settings import Settings, resolve
+from glcleanup.stop_loop import StopLoopRequest, stop_loop
+from glcleanup.stub import read_status, stub_off, stub_on
+from glcleanup.stub_render import build_config
 
 Say = Callable[[str], None]
 DEMO_VERSION = "17.3.5"
+SETTLE = 3.0
+
+
+@contextlib.contextmanager
+def _demo_state(tmp: Path) -> Iterator[None]:
+    """The demo's journals live and die with the lab, so `glcleanup undo` never finds them later."""
+    old = os.environ.get("XDG_STATE_HOME")
+    os.environ["XDG_STATE_HOME"] = str(tmp / "state")
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("XDG_STATE_HOME", None)
+        else:
+            os.environ["XDG_STATE_HOME"] = old
 
 
 def lab_settings(lab: Lab) -> Settings:
@@ -51,7 +72,7 @@ def wait_for(predicate: Callable[[], bool], timeout: float, step: float = 0.1) -
 def run_demo(say: Say, directory: Path | None = None, version: str = DEMO_VERSION) -> dict[str, Any]:
     """Play the story; returns the facts it showed (tests assert on them)."""
     facts: dict[str, Any] = {}
-    with tempfile.TemporaryDirectory(prefix="glcleanup-demo-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="glcleanup-demo-") as tmp, _demo_state(Path(tmp)):
         lab = Lab(directory or Path(tmp) / "lab", version=version)
         say(f"== 1. A local lab: real registry (Distribution 2.8.2) + simulated GitLab {version}")
         with lab:
@@ -76,17 +97,62 @@ def run_demo(say: Say, directory: Path | None = None, version: str = DEMO_VERSIO
                     f"codes {loop['codes']}, from {loop['user_agent']}")
             for warning in report.warnings:
                 say(f"   warning: {warning}")
-            facts["stopped"] = _stop_loop_step(say, lab, settings, target)
+            facts["stop_loop"] = _stop_loop_step(say, lab, settings, target)
+            root = directory.parent if directory else Path(tmp)
+            facts["respond"] = _stub_step(say, lab, "respond", "acme/website", root / "stub-respond")
+            facts["proxy"] = _stub_step(say, lab, "proxy", "alice/sandbox", root / "stub-proxy")
+            say("\n== Done; the lab is taken down. On a real instance, `glcleanup undo` puts back what a stop-loop"
+                " journal recorded.")
     return facts
 
 
-def _stop_loop_step(say: Say, lab: Lab, settings: Settings, target: dict[str, Any]) -> bool:
-    try:
-        from glcleanup import stop_loop  # noqa: F401  (the stop-loop command, when installed)
-    except ImportError:
-        say("\n(stop-loop is not available in this build)")
-        return False
-    return False
+def _stop_loop_step(say: Say, lab: Lab, settings: Settings, target: dict[str, Any]) -> dict[str, Any]:
+    say(f"\n== 4. glcleanup stop-loop --project {target['project']} --yes   (mode done: what GitLab does on success)")
+    report = stop_loop(settings, StopLoopRequest(project=target["project"], mode="done", settle=SETTLE, apply=True))
+    for row in report.plan:
+        say(f"   plan: repository {row.get('id')} {row.get('path')}: {row.get('from')} -> {row.get('to')}")
+    say(f"   journal: {report.journal}")
+    say(f"   verified after a {SETTLE:.0f} s settle period: {report.verified}")
+    stopped_at = count_deletes(lab.registry_log, target["path"])
+    time.sleep(SETTLE)
+    after = count_deletes(lab.registry_log, target["path"])
+    say(f"   registry log: {after - stopped_at} more DELETE for {target['path']} in the {SETTLE:.0f} s after stop-loop")
+    left = (report.left_in_registry or {}).get("repositories", [])
+    for repo in left:
+        tags = ", ".join(f"{t.get('tag')}@{str(t.get('digest'))[:19]}" for t in repo.get("tags", []))
+        say(f"   left in the registry for garbage collection: {repo.get('path')}: {tags}")
+    return {"verified": report.verified, "journal": report.journal, "deletes_after": after - stopped_at,
+            "left_in_registry": left}
 
 
-__all__ = ["LocalHost", "run_demo"]
+def _stub_step(say: Say, lab: Lab, mode: str, project: str, stub_dir: Path) -> dict[str, Any]:
+    """Put the stub (or the proxy) where GitLab calls the registry and watch the loop end."""
+    target = next(r for r in lab.repositories() if r["project"] == project)
+    say(f"\n== {'5' if mode == 'respond' else '6'}. Another stuck image, {target['path']}: "
+        f"glcleanup stub on --mode {mode} --yes")
+    lab.delete_image(project, int(target["id"]))
+    wait_for(lambda: count_deletes(lab.registry_log, target["path"]) >= 3, timeout=20)
+    host = LocalHost()
+    real_registry = lab.registry_api_url()
+    config = build_config(mode=mode, listen=f"127.0.0.1:{free_port()}", dir=str(stub_dir),
+                          upstream=real_registry if mode == "proxy" else None)
+    started = time.monotonic()
+    stub_on(host, config, apply=True)
+    lab.set_registry_api_url(config.url)  # in production the stub takes the registry's own address
+    gone = wait_for(lambda: all(r["id"] != target["id"] for r in lab.repositories()), timeout=30)
+    took = time.monotonic() - started
+    status = read_status(host, str(stub_dir)).to_json()
+    stub_off(host, str(stub_dir), apply=True)
+    lab.set_registry_api_url(real_registry)
+    tags = list_tags(real_registry, target["path"])
+    say(f"   the row is {'destroyed' if gone else 'STILL THERE'} {took:.1f} s after stub on; the stub answered "
+        f"{status.get('requests')} requests ({status.get('deletes')} DELETE)")
+    if mode == "respond":
+        say(f"   the data stays in the real registry (orphaned, garbage-collect it): {target['path']} tags {tags}")
+    else:
+        say(f"   GitLab deleted by digest through the proxy: {target['path']} tags now {tags}")
+    say("   glcleanup stub off --yes: the real registry is back")
+    return {"destroyed": gone, "seconds": round(took, 2), "tags_left": tags, "stub": status}
+
+
+__all__ = ["run_demo"]

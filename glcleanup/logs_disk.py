@@ -11,7 +11,6 @@ NUL-filled hole: the disk blocks are freed, but `ls -l` shows the old size and g
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ from typing import Any
 
 from glcleanup.errors import ConnectError, GlcleanupError
 from glcleanup.hosts import Host
+from glcleanup.journal import state_dir
 
 O_ACCMODE, O_APPEND = 0o3, 0o2000
 
@@ -109,11 +109,6 @@ def plan(host: Host, sources: list[dict[str, Any]]) -> list[TruncateTarget]:
     """What `--truncate` would empty, and who writes to it."""
     return [TruncateTarget(s["source"], s["path"], int(s["bytes"]), find_writers(host, s["path"]))
             for s in sources if s.get("path")]
-
-
-def state_dir() -> Path:
-    base = os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state")
-    return Path(base) / "glcleanup"
 
 
 def save_evidence(report: dict[str, Any], targets: list[TruncateTarget], host_name: str) -> Path:
