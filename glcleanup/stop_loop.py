@@ -214,6 +214,12 @@ def _add_warnings(report: StopLoopReport, request: StopLoopRequest) -> None:
         report.warnings.append(
             f"{len(r['cleanup_policies'])} cleanup-policy run(s) in {request.project} loop the same way; "
             "add --disable-cleanup-policy to stop them too")
+    held = [p["id"] for p in report.plan if p.get("from") == "delete_ongoing" and p.get("action") == "park"]
+    if report.applied and report.verified and held:
+        report.warnings.append(
+            f"repository {', '.join(map(str, held))} was mid-pass in a worker when parked; a pass that outlasts "
+            f"--settle ({request.settle:g} s) can still write it back: check again with "
+            f"`glcleanup scan --source rails --project {request.project}` in a few minutes")
     if report.applied and not report.verified:
         report.warnings.append(
             "a target row is back in delete_scheduled/delete_ongoing after verification: a worker keeps "
