@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
 import sqlite3
 import subprocess
 import threading
@@ -22,13 +23,13 @@ from typer.testing import CliRunner, Result
 from glcleanup import stop_loop as stop_loop_module
 from glcleanup.cli import app
 from glcleanup.errors import ConnectError
-from glcleanup.hosts import CommandResult
+from glcleanup.hosts import CommandResult, SSHHost, SSHOptions, parse_host
 from glcleanup.journal import Journal, JournalError, journal_dir
 from glcleanup.lab import schema
 from glcleanup.rails import RailsRunner
 from glcleanup.settings import Settings
 from glcleanup.stop_loop import StopLoopRequest
-from tests.support.ssh import AsyncSSHServer
+from tests.support.ssh import AsyncSSHServer, OpenSSHServer
 from tests.test_stop_loop_static import RUNNER, dump, make_db
 
 EXEC_RUNNER = f"exec {RUNNER}"  # `sh -c` would otherwise survive as the parent and shield the runner
@@ -248,3 +249,52 @@ def test_journal_that_cannot_be_saved_is_printed_and_reported(monkeypatch: pytes
     assert "No space left on device" in str(failure.value)
     printed = capsys.readouterr().err
     assert '"rows": [{"id": 1' in printed
+
+
+@pytest.mark.skipif(not OpenSSHServer.available(), reason="needs root and /usr/sbin/sshd")
+@pytest.mark.parametrize("when", ["before_journal", "after_commit"])
+def test_real_sshd_client_gone(when: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                               db: tuple[Path, dict[str, int]]) -> None:
+    """The real thing: the client's TCP connection dies; sshd closes the session's pipes and leaves the
+    runner alive, so only its next write fails. Before the journal: that write is the journal line, inside
+    the transaction, so nothing changes. After the commit: the runner keeps verifying with nobody listening."""
+    path, ids = db
+    server = OpenSSHServer(tmp_path, set_env={"GLCLEANUP_LAB_DB": str(path),
+                                              "GLCLEANUP_LAB_BOOT_DELAY": "2" if when == "before_journal" else "0"})
+    server.start()
+    host = SSHHost(parse_host(f"root@127.0.0.1:{server.port}"),
+                   SSHOptions(key_file=str(server.key_file), known_hosts=str(server.known_hosts)))
+    monkeypatch.setattr(stop_loop_module, "runner_from_settings", lambda _s: RailsRunner(host, RUNNER))
+    before = dump(path)
+
+    def cut() -> None:
+        deadline = time.monotonic() + 30
+        ready = (lambda: True) if when == "before_journal" else (lambda: journal_state() == "applied")
+        time.sleep(1.0 if when == "before_journal" else 0.0)
+        while not ready() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        client = host._client
+        transport = client.get_transport() if client else None
+        if transport is not None and transport.sock is not None:
+            transport.sock.shutdown(socket.SHUT_RDWR)  # type: ignore[union-attr]
+
+    cutter = threading.Thread(target=cut, daemon=True)
+    cutter.start()
+    request = StopLoopRequest("acme/web", mode="failed", settle=2.0, apply=True)
+    try:
+        with pytest.raises(ConnectError) as failure:
+            stop_loop_module.stop_loop(Settings(rails_host="ssh", rails_runner=RUNNER), request)
+        cutter.join(5)
+        time.sleep(3.0)  # whatever the runner still does on the server, it does by now
+    finally:
+        host.close()
+        server.stop()
+    conn = schema.connect(path)
+    statuses = {r["id"]: r["status"] for r in conn.execute("SELECT id, status FROM container_repositories")}
+    conn.close()
+    if when == "before_journal":
+        assert "nothing was changed" in str(failure.value)
+        assert dump(path) == before
+    else:
+        assert "the changes WERE committed" in str(failure.value)
+        assert statuses[ids["stuck"]] == statuses[ids["ongoing"]] == schema.STATUS["delete_failed"]
