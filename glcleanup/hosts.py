@@ -334,7 +334,11 @@ def _drain(channel: paramiko.Channel, timeout: float | None,
             chunk = channel.recv(65536)
             out += chunk
             if on_stdout is not None and chunk:
-                on_stdout(chunk)
+                try:
+                    on_stdout(chunk)
+                except BaseException:
+                    channel.close()  # closing the session hangs up on the remote script
+                    raise
             progressed = True
         if channel.recv_stderr_ready():
             err += channel.recv_stderr(65536)
@@ -395,7 +399,12 @@ def _run_streaming(argv: list[str], stdin: bytes, timeout: float | None, on_stdo
     stream = proc.stdout
     while chunk := stream.read1(65536):  # type: ignore[attr-defined]
         out += chunk
-        on_stdout(chunk)
+        try:
+            on_stdout(chunk)
+        except BaseException:
+            proc.kill()  # the caller could not act on what it was told (e.g. save a journal): stop the script
+            proc.wait()
+            raise
         if deadline is not None and time.monotonic() > deadline:
             proc.kill()
             raise ConnectError(f"local command timed out after {timeout:.0f} s: {argv[0]}")

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import os
 import shutil
+import signal
 import subprocess
 import threading
 from collections.abc import Callable
@@ -65,7 +66,7 @@ class AsyncSSHServer:
             self.on_command(cmd)
         child = await asyncio.create_subprocess_exec(
             "/bin/sh", "-c", cmd, env=self.env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, cwd=str(self.workdir))
+            stderr=subprocess.PIPE, cwd=str(self.workdir), start_new_session=True)
         self._children.add(child)
 
         async def pump_in() -> None:
@@ -95,7 +96,7 @@ class AsyncSSHServer:
         """Cut every open session and kill what it runs (a dropped link)."""
         for child in list(self._children):
             with contextlib.suppress(ProcessLookupError):
-                child.kill()
+                os.killpg(child.pid, signal.SIGKILL)  # the shell and whatever it started
 
     def stop(self) -> None:
         async def _close() -> None:
