@@ -28,7 +28,7 @@ def stop_loop_command(
         "--settle", help="Seconds to watch for a running worker writing a row back.")] = DEFAULT_SETTLE,
     disable_cleanup_policy: Annotated[bool, typer.Option(
         "--disable-cleanup-policy", help="Also disable the project's cleanup policy and reset its runs.")] = False,
-    yes: Annotated[bool, typer.Option("--yes", help="Apply. Without it only the plan is shown.")] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Apply. Without it only the plan is shown.")] = False,
 ) -> int:
     """Stop a container-repository deletion loop in GitLab's database: journaled, verified, undoable."""
     request = StopLoopRequest(project=project, repositories=list(repository or []), mode=mode, settle=settle,
@@ -102,7 +102,7 @@ def _render_leftovers(left: dict[str, Any]) -> None:
 def undo_command(
     settings: Settings,
     journal: Annotated[str | None, typer.Argument(help="Journal file (default: the latest).")] = None,
-    yes: Annotated[bool, typer.Option("--yes", help="Restore. Without it only shows what would be restored.")] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Restore. Without it only shows what would be restored.")] = False,
 ) -> int:
     """Put back exactly what a stop-loop journal recorded (refused if the rows changed since)."""
     report = undo(settings, journal, apply=yes)
