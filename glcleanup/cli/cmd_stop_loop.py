@@ -102,7 +102,7 @@ def _render_leftovers(left: dict[str, Any]) -> None:
 def undo_command(
     settings: Settings,
     journal: Annotated[str | None, typer.Argument(help="Journal file (default: the latest).")] = None,
-    yes: Annotated[bool, typer.Option("--yes", "-y", help="Restore. Without it only shows what would be restored.")] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Restore (otherwise only show it).")] = False,
 ) -> int:
     """Put back exactly what a stop-loop journal recorded (refused if the rows changed since)."""
     report = undo(settings, journal, apply=yes)
