@@ -7,7 +7,6 @@ import os
 import shutil
 import socket
 import subprocess
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from glcleanup.lab import schema
 from glcleanup.lab.lab import Lab, LabError, pid_matches
 from glcleanup.lab.registry import list_tags
 from tests.lab_proxy import ProbeFixingProxy
+from tests.support.net import wait_until
 
 pytestmark = [
     pytest.mark.skipif(shutil.which("docker-registry") is None, reason="docker-registry missing"),
@@ -28,12 +28,7 @@ api = pytest.importorskip("glcleanup.lab.api")
 
 
 def wait_for(cond: Callable[[], object], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return
-        time.sleep(0.02)
-    raise AssertionError("condition not met in time")
+    wait_until(cond, timeout)
 
 
 def port_closed(port: int) -> bool:

@@ -16,17 +16,13 @@ from glcleanup.lab import schema, seed
 from glcleanup.lab.registry import RegistryProcess, list_tags, push_image
 from glcleanup.lab.worker import DeletionWorker
 from tests.lab_proxy import ProbeFixingProxy
+from tests.support.net import wait_until
 
 pytestmark = pytest.mark.skipif(shutil.which("docker-registry") is None, reason="docker-registry missing")
 
 
-def wait_for(cond: Callable[[], object], timeout: float = 10.0, step: float = 0.02) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return
-        time.sleep(step)
-    raise AssertionError("condition not met in time")
+def wait_for(cond: Callable[[], object], timeout: float = 10.0) -> None:
+    wait_until(cond, timeout, step=0.02)
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -13,19 +12,15 @@ import pytest
 from typer.testing import CliRunner
 
 from glcleanup.cli import app
+from tests.support.net import wait_until
 
 lab_module = pytest.importorskip("glcleanup.lab.lab")
 pytestmark = pytest.mark.skipif(shutil.which("docker-registry") is None or shutil.which("ruby") is None,
                                 reason="docker-registry or ruby missing")
 
 
-def _wait(predicate: Callable[[], bool], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise AssertionError("condition not met in time")
+def _wait(cond: Callable[[], object], timeout: float = 30.0) -> None:
+    wait_until(cond, timeout)
 
 
 def test_lab_loop_is_found_in_the_log_and_predicted_by_doctor(tmp_path: Path) -> None:

@@ -19,6 +19,7 @@ from typer.testing import CliRunner, Result
 from glcleanup.cli import app
 from glcleanup.lab import schema
 from glcleanup.lab.lab import Lab
+from tests.support.net import wait_until
 from tests.support.ssh import AsyncSSHServer
 
 pytestmark = [
@@ -42,12 +43,7 @@ def deletes(log: Path, path: str) -> list[float]:
 
 
 def wait_for(cond: Callable[[], object], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return
-        time.sleep(0.02)
-    raise AssertionError("condition not met in time")
+    wait_until(cond, timeout)
 
 
 def table(lab: Lab) -> dict[int, dict[str, Any]]:

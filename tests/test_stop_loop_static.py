@@ -20,6 +20,7 @@ from glcleanup.journal import journal_dir
 from glcleanup.lab import schema, seed
 from glcleanup.settings import Settings
 from glcleanup.stop_loop import StopLoopRequest, stop_loop
+from tests.support.net import wait_until
 
 pytestmark = pytest.mark.skipif(shutil.which("ruby") is None, reason="ruby missing")
 LAB_RAILS = Path(__file__).parents[1] / "glcleanup" / "lab" / "rails" / "gitlab-rails"
@@ -304,12 +305,7 @@ def test_interactive_yes_applies_only_the_rows_shown(lab_db: tuple[Path, str, di
 
 
 def wait_for(cond: Callable[[], object], timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return
-        time.sleep(0.02)
-    raise AssertionError("condition not met in time")
+    wait_until(cond, timeout)
 
 
 def test_undo_defaults_to_the_journals_runner(lab_db: tuple[Path, str, dict[str, int]]) -> None:

@@ -34,7 +34,7 @@ from glcleanup.hosts import CommandResult, Host, LocalHost, OutputSink, SSHHost,
 from glcleanup.lab.registry import MT_MANIFEST, RegistryProcess, list_tags, push_image, render_config
 from glcleanup.stub import read_status, stub_off, stub_on
 from glcleanup.stub_render import StubConfig, build_config
-from tests.support.net import free_port, wait_port
+from tests.support.net import free_port, wait_port, wait_until
 from tests.support.ssh import AsyncSSHServer, OpenSSHServer
 
 pytestmark = [
@@ -44,13 +44,8 @@ pytestmark = [
 ]
 
 
-def wait_for(cond: Callable[[], object], timeout: float = 10.0, step: float = 0.05) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return
-        time.sleep(step)
-    raise AssertionError("condition not met in time")
+def wait_for(cond: Callable[[], object], timeout: float = 10.0) -> None:
+    wait_until(cond, timeout, step=0.05)
 
 
 # --- fixtures --------------------------------------------------------------------------------------

@@ -66,6 +66,23 @@ module Glcleanup
     value&.utc&.iso8601(6)
   end
 
+  def self.retry_columns?
+    columns = ContainerRepository.column_names
+    columns.include?("failed_deletion_count") && columns.include?("next_delete_attempt_at")
+  end
+
+  # Where a repository's deletion stands; 17.5's retry columns only where the table has them.
+  def self.deletion_state(repo)
+    row = { "status" => repo.status, "status_updated_at" => time(repo.status_updated_at),
+            "delete_started_at" => time(repo.delete_started_at),
+            "expiration_policy_cleanup_status" => repo.expiration_policy_cleanup_status }
+    if retry_columns?
+      row["failed_deletion_count"] = repo.failed_deletion_count
+      row["next_delete_attempt_at"] = time(repo.next_delete_attempt_at)
+    end
+    row
+  end
+
   def self.version_info
     { "gitlab_version" => Gitlab::VERSION, "columns" => ContainerRepository.column_names }
   end

@@ -6,7 +6,7 @@
 #   cleanup_policies: rows whose cleanup-policy run is scheduled, unfinished or ongoing (they loop too).
 Glcleanup.main do |params|
   columns = ContainerRepository.column_names
-  retry_columns = columns.include?("failed_deletion_count") && columns.include?("next_delete_attempt_at")
+  retry_columns = Glcleanup.retry_columns?
 
   scope = ContainerRepository.all
   wanted = Array(params["projects"])
@@ -22,23 +22,10 @@ Glcleanup.main do |params|
   in_group = ->(repo) { group.nil? || repo.project.full_path.downcase.start_with?("#{group.downcase}/") }
 
   describe = lambda do |repo|
-    row = {
-      "id" => repo.id,
-      "project_id" => repo.project_id,
-      "project" => repo.project.full_path,
-      "path" => repo.path.to_s,
-      "name" => repo.name,
-      "status" => repo.status,
-      "status_updated_at" => Glcleanup.time(repo.status_updated_at),
-      "delete_started_at" => Glcleanup.time(repo.delete_started_at),
-      "expiration_policy_cleanup_status" => repo.expiration_policy_cleanup_status,
-      "cleanup_policy_enabled" => repo.project.container_expiration_policy&.enabled ? true : false
-    }
-    if retry_columns
-      row["failed_deletion_count"] = repo.failed_deletion_count
-      row["next_delete_attempt_at"] = Glcleanup.time(repo.next_delete_attempt_at)
-    end
-    row
+    { "id" => repo.id, "project_id" => repo.project_id, "project" => repo.project.full_path,
+      "path" => repo.path.to_s, "name" => repo.name }
+      .merge(Glcleanup.deletion_state(repo))
+      .merge("cleanup_policy_enabled" => repo.project.container_expiration_policy&.enabled ? true : false)
   end
 
   deleting = scope.where(status: %i[delete_scheduled delete_ongoing delete_failed]).order(:id).to_a

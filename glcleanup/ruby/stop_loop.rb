@@ -22,18 +22,9 @@ module StopLoop
     ContainerRepository.const_defined?(:MAX_DELETION_FAILURES) ? ContainerRepository::MAX_DELETION_FAILURES : nil
   end
 
-  def describe(repo, action, from, to, retry_columns)
-    row = { "id" => repo.id, "path" => repo.path.to_s, "name" => repo.name, "action" => action,
-            "from" => from, "to" => to, "status" => repo.status,
-            "status_updated_at" => Glcleanup.time(repo.status_updated_at),
-            "delete_started_at" => Glcleanup.time(repo.delete_started_at),
-            "expiration_policy_cleanup_status" => repo.expiration_policy_cleanup_status,
-            "location" => repo.location }
-    if retry_columns
-      row["failed_deletion_count"] = repo.failed_deletion_count
-      row["next_delete_attempt_at"] = Glcleanup.time(repo.next_delete_attempt_at)
-    end
-    row
+  def describe(repo, action, from, to)
+    { "id" => repo.id, "path" => repo.path.to_s, "name" => repo.name, "action" => action,
+      "from" => from, "to" => to }.merge(Glcleanup.deletion_state(repo)).merge("location" => repo.location)
   end
 
   # GitLab's own "parked" state: what 17.6's worker does after 10 failures. Enum names, never integers.
@@ -83,7 +74,6 @@ Glcleanup.main do |params|
   Glcleanup.refuse!("not_found", "project not found: #{path}") if project.nil?
 
   columns = ContainerRepository.column_names
-  retry_columns = columns.include?("failed_deletion_count") && columns.include?("next_delete_attempt_at")
   repos = project.container_repositories.to_a.sort_by(&:id)
   wanted = Array(params["repositories"]).map(&:to_i)
   unless wanted.empty?
@@ -105,9 +95,9 @@ Glcleanup.main do |params|
   policy = project.container_expiration_policy
   policy_on = policy && policy.enabled ? true : false
 
-  plan = targets.map { |r| StopLoop.describe(r, target_action, r.status, target_to, retry_columns) }
+  plan = targets.map { |r| StopLoop.describe(r, target_action, r.status, target_to) }
   plan += resets.map do |r|
-    StopLoop.describe(r, "reset_cleanup", r.expiration_policy_cleanup_status, "cleanup_unscheduled", retry_columns)
+    StopLoop.describe(r, "reset_cleanup", r.expiration_policy_cleanup_status, "cleanup_unscheduled")
   end
   if disable_policy && policy_on
     plan << { "id" => nil, "path" => project.full_path, "action" => "disable_cleanup_policy",
@@ -119,10 +109,10 @@ Glcleanup.main do |params|
     "project" => { "id" => project.id, "full_path" => project.full_path },
     "mode" => mode, "plan" => plan, "applied" => false, "verified" => target_ids.empty?,
     "already_failed" => repos.select { |r| r.status == "delete_failed" }
-                             .map { |r| StopLoop.describe(r, "none", r.status, r.status, retry_columns) },
+                             .map { |r| StopLoop.describe(r, "none", r.status, r.status) },
     "cleanup_policies" => cleaning.map do |r|
       StopLoop.describe(r, disable_policy ? "reset_cleanup" : "none", r.expiration_policy_cleanup_status,
-                        disable_policy ? "cleanup_unscheduled" : r.expiration_policy_cleanup_status, retry_columns)
+                        disable_policy ? "cleanup_unscheduled" : r.expiration_policy_cleanup_status)
     end,
     "cleanup_policy_enabled" => policy_on, "rounds" => 0, "reapplied" => [],
     "requeue_hint" => mode == "failed" && !target_ids.empty? ? StopLoop.requeue_hint(target_ids) : nil

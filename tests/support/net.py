@@ -1,31 +1,22 @@
-"""Loopback helpers shared by every test: free ports and waiting for a listener."""
+"""Loopback helpers shared by every test: free ports, waiting for a listener or a condition."""
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import time
+from collections.abc import Callable
+
+from glcleanup.lab.registry import free_port, wait_port
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_port(port: int, host: str = "127.0.0.1", timeout: float = 10.0,
-              proc: subprocess.Popen[bytes] | None = None) -> None:
-    """Poll until something accepts on host:port; fail fast if `proc` died."""
+def wait_until(cond: Callable[[], object], timeout: float = 10.0, step: float = 0.02) -> None:
+    """Poll `cond` until it is truthy; fail the test if it never is."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"process exited with {proc.returncode} before listening on {port}")
-        try:
-            with socket.create_connection((host, port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.02)
-    raise TimeoutError(f"nothing listening on {host}:{port} after {timeout} s")
+        if cond():
+            return
+        time.sleep(step)
+    raise AssertionError("condition not met in time")
 
 
 def stop_process(proc: subprocess.Popen[bytes], timeout: float = 5.0) -> None:
@@ -36,3 +27,6 @@ def stop_process(proc: subprocess.Popen[bytes], timeout: float = 5.0) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout)
+
+
+__all__ = ["free_port", "stop_process", "wait_port", "wait_until"]
