@@ -125,3 +125,28 @@ def test_real_openssh_login_shell_keeps_words_intact(tmp_path: Path) -> None:
     finally:
         host.close()
         server.stop()
+
+
+def test_ssh_config_proxyjump_reaches_the_target_through_the_jump_host(tmp_path: Path, isolated_home: Path) -> None:
+    (tmp_path / "jump").mkdir()
+    (tmp_path / "target").mkdir()
+    jump = AsyncSSHServer(tmp_path / "jump").start()
+    target = AsyncSSHServer(tmp_path / "target").start()
+    try:
+        ssh_dir = isolated_home / ".ssh"
+        ssh_dir.mkdir()
+        (ssh_dir / "config").write_text(
+            f"Host bastion\n  HostName 127.0.0.1\n  Port {jump.port}\n  IdentityFile {jump.key_file}\n"
+            f"Host gitlab-internal\n  HostName 127.0.0.1\n  Port {target.port}\n  ProxyJump bastion\n"
+            f"  IdentityFile {target.key_file}\n")
+        (ssh_dir / "known_hosts").write_text(jump.known_hosts.read_text() + target.known_hosts.read_text())
+        host = open_host("gitlab-internal")
+        try:
+            assert host.run(["echo", "through the bastion"]).text == "through the bastion\n"
+        finally:
+            host.close()
+        assert target.commands == ["echo 'through the bastion'"]
+        assert jump.commands == []  # the jump host only forwarded the connection
+    finally:
+        target.stop()
+        jump.stop()

@@ -22,6 +22,13 @@ import asyncssh
 from tests.support.net import free_port, stop_process, wait_port
 
 
+class _ForwardingServer(asyncssh.SSHServer):  # type: ignore[misc]
+    """Allows direct-tcpip, as an sshd used as a ProxyJump bastion does."""
+
+    def connection_requested(self, dest_host: str, dest_port: int, orig_host: str, orig_port: int) -> bool:
+        return True
+
+
 class AsyncSSHServer:
     """asyncssh in a thread: key auth for any user, runs `/bin/sh -c CMD` with streamed stdio."""
 
@@ -56,6 +63,7 @@ class AsyncSSHServer:
             authorized_client_keys=asyncssh.import_authorized_keys(
                 self.client_key.export_public_key("openssh").decode()),
             process_factory=self._process, sftp_factory=True, allow_scp=False, encoding=None,
+            server_factory=_ForwardingServer,
         )
         self.port = self._server.sockets[0].getsockname()[1]
 
