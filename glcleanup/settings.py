@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from glcleanup.errors import ConfigError
-from glcleanup.hosts import SSHOptions
+from glcleanup.transport import SSHOptions
 
 DEFAULT_RUNNER = "gitlab-rails runner"
 TOKEN_ENV_VARS = ("GITLAB_PRIVATE_TOKEN", "GITLAB_TOKEN")

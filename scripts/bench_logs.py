@@ -23,8 +23,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from glcleanup import logs
-from glcleanup.hosts import LocalHost
+from glcleanup.logs import analysis as logs
+from glcleanup.transport import LocalHost
 from tests.data.logs.synth import write_log
 
 RUNS = 3

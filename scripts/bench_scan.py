@@ -7,7 +7,7 @@ deletion), serves it with the lab's fake GitLab API at a per-request latency, an
 process against the same server:
 
 * naive: `gl.projects.list(iterator=True)`, then every project's `repositories.list(get_all=True)`;
-* glcleanup: `glcleanup.gitlab_api.scan_repositories`.
+* glcleanup: `glcleanup.gitlab.api.scan_repositories`.
 
 Both must find the same stuck set. Prints requests and wall time of each and the ratios; exits 1
 when the sets differ or the targets (>= 20x faster, >= 10x fewer requests) are missed.
@@ -29,7 +29,7 @@ from pathlib import Path
 
 import gitlab
 
-from glcleanup import gitlab_api
+from glcleanup.gitlab import api as gitlab_api
 from glcleanup.lab import schema
 from glcleanup.lab.api import GitLabApiServer
 from glcleanup.settings import Settings

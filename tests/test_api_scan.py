@@ -1,4 +1,4 @@
-"""`glcleanup.gitlab_api`: connect and scan with real python-gitlab against the lab's API on loopback."""
+"""`glcleanup.gitlab.api`: connect and scan with real python-gitlab against the lab's API on loopback."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from pathlib import Path
 import gitlab
 import pytest
 
-from glcleanup import gitlab_api
 from glcleanup.errors import AuthError, ConfigError, ConnectError, NotFoundError
+from glcleanup.gitlab import api as gitlab_api
 from glcleanup.lab import schema, seed
 from glcleanup.lab.api import GitLabApiServer
 from glcleanup.settings import Settings

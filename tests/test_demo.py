@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from glcleanup.demo import run_demo
+from glcleanup.lab.demo import run_demo
 
 
 def test_demo_story_facts(tmp_path: Path) -> None:

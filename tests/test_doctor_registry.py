@@ -173,6 +173,6 @@ def test_table_output_shows_the_verdict(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("version", "cap"), [("17.3.5-ee", "none"), ("16.6.1", "none"), ("17.5.0", "flag"),
                                               ("17.6.0-ee", "yes"), ("18.1.2", "yes"), ("weird", "unknown")])
 def test_retry_cap_by_version(version: str, cap: str) -> None:
-    from glcleanup.doctor import retry_cap
+    from glcleanup.ops.doctor import retry_cap
 
     assert retry_cap(version) == cap

@@ -17,7 +17,7 @@ from glcleanup.cli import app
 from glcleanup.lab.registry import RegistryProcess, push_image
 from tests.support.net import free_port, stop_process, wait_port
 
-stub_render = pytest.importorskip("glcleanup.stub_render")
+stub_render = pytest.importorskip("glcleanup.stub.render")
 pytestmark = pytest.mark.skipif(shutil.which("nginx") is None or shutil.which("docker-registry") is None,
                                 reason="nginx or docker-registry missing")
 

@@ -9,7 +9,7 @@ import asyncssh
 import pytest
 
 from glcleanup.errors import AuthError, ConnectError, HostKeyError, UsageError
-from glcleanup.hosts import LocalHost, SSHHost, SSHOptions, open_host, parse_host
+from glcleanup.transport import LocalHost, SSHHost, SSHOptions, open_host, parse_host
 from tests.support.net import free_port
 from tests.support.ssh import AsyncSSHServer, OpenSSHServer
 

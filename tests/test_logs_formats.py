@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from glcleanup import logs, logs_agent
-from glcleanup.hosts import LocalHost
+from glcleanup.logs import analysis as logs
+from glcleanup.logs import reader as logs_agent
+from glcleanup.transport import LocalHost
 from tests.data.logs.capture import capture
 
 DATA = Path(__file__).parent / "data" / "logs"

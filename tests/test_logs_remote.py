@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from glcleanup import logs, logs_remote
 from glcleanup.errors import NotFoundError
-from glcleanup.hosts import LocalHost, SSHHost, SSHOptions, parse_host
+from glcleanup.logs import analysis as logs
+from glcleanup.logs import remote as logs_remote
+from glcleanup.transport import LocalHost, SSHHost, SSHOptions, parse_host
 from tests.data.logs.synth import write_log
 from tests.support.ssh import AsyncSSHServer, OpenSSHServer
 

@@ -14,9 +14,10 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from glcleanup import logs, logs_disk
 from glcleanup.cli import app
-from glcleanup.hosts import LocalHost
+from glcleanup.logs import analysis as logs
+from glcleanup.logs import truncate as logs_disk
+from glcleanup.transport import LocalHost
 from tests.support.net import stop_process
 
 DATA = Path(__file__).parent / "data" / "logs"

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from glcleanup import logs, logs_agent
-from glcleanup.hosts import LocalHost
+from glcleanup.logs import analysis as logs
+from glcleanup.logs import reader as logs_agent
+from glcleanup.transport import LocalHost
 from tests.data.logs.synth import write_log
 
 START = datetime(2024, 10, 27, 0, 0, tzinfo=UTC)  # years before the wall clock: the window must not care

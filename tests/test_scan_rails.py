@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from glcleanup import rails
 from glcleanup.cli import app
 from glcleanup.errors import GlcleanupError, NotFoundError, RunnerError
-from glcleanup.hosts import LocalHost, SSHHost, SSHOptions, parse_host
+from glcleanup.gitlab import rails
 from glcleanup.lab import schema, seed
+from glcleanup.transport import LocalHost, SSHHost, SSHOptions, parse_host
 from tests.support.ssh import AsyncSSHServer, OpenSSHServer
 
 LAB_RAILS = Path(rails.__file__).parent / "lab" / "rails" / "gitlab-rails"

@@ -20,15 +20,15 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner, Result
 
-from glcleanup import stop_loop as stop_loop_module
 from glcleanup.cli import app
 from glcleanup.errors import ConnectError
-from glcleanup.hosts import CommandResult, SSHHost, SSHOptions, parse_host
-from glcleanup.journal import Journal, JournalError, journal_dir
+from glcleanup.gitlab.rails import RailsRunner
+from glcleanup.journal.store import Journal, JournalError, journal_dir
 from glcleanup.lab import schema
-from glcleanup.rails import RailsRunner
+from glcleanup.ops import stop_loop as stop_loop_module
+from glcleanup.ops.stop_loop import StopLoopRequest
 from glcleanup.settings import Settings
-from glcleanup.stop_loop import StopLoopRequest
+from glcleanup.transport import CommandResult, SSHHost, SSHOptions, parse_host
 from tests.support.ssh import AsyncSSHServer, OpenSSHServer
 from tests.test_stop_loop_static import RUNNER, dump, make_db
 

@@ -16,10 +16,10 @@ import pytest
 from typer.testing import CliRunner, Result
 
 from glcleanup.cli import app
-from glcleanup.journal import journal_dir
+from glcleanup.journal.store import journal_dir
 from glcleanup.lab import schema, seed
+from glcleanup.ops.stop_loop import StopLoopRequest, stop_loop
 from glcleanup.settings import Settings
-from glcleanup.stop_loop import StopLoopRequest, stop_loop
 from tests.support.net import wait_until
 
 pytestmark = pytest.mark.skipif(shutil.which("ruby") is None, reason="ruby missing")

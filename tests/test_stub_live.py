@@ -27,13 +27,13 @@ import requests
 import trustme
 from typer.testing import CliRunner
 
-from glcleanup import stub as stub_core
 from glcleanup.cli import app
 from glcleanup.errors import ConnectError, StubError
-from glcleanup.hosts import CommandResult, Host, LocalHost, OutputSink, SSHHost, SSHOptions, parse_host
 from glcleanup.lab.registry import MT_MANIFEST, RegistryProcess, list_tags, push_image, render_config
-from glcleanup.stub import read_status, stub_off, stub_on
-from glcleanup.stub_render import StubConfig, build_config
+from glcleanup.stub import deploy as stub_core
+from glcleanup.stub.deploy import read_status, stub_off, stub_on
+from glcleanup.stub.render import StubConfig, build_config
+from glcleanup.transport import CommandResult, Host, LocalHost, OutputSink, SSHHost, SSHOptions, parse_host
 from tests.support.net import free_port, wait_port, wait_until
 from tests.support.ssh import AsyncSSHServer, OpenSSHServer
 
@@ -412,9 +412,9 @@ def test_bad_tls_material_is_refused_before_the_registry_stops(
 def test_nginx_config_error_is_refused_and_leaves_no_files(tmp_path: Path, tls: TLS, monkeypatch: pytest.MonkeyPatch,
                                                            cleanup: list[Callable[[], None]]) -> None:
     reg = registry(tmp_path / "reg", tls, cleanup)
-    from glcleanup.stub_render import render_nginx
+    from glcleanup.stub.render import render_nginx
 
-    monkeypatch.setattr("glcleanup.stub.render_nginx",
+    monkeypatch.setattr("glcleanup.stub.deploy.render_nginx",
                         lambda c: render_nginx(c).replace("events {", "events { bogus_directive;"))
     (tmp_path / "stub").mkdir()                       # an existing dir keeps its other files
     (tmp_path / "stub" / "notes.txt").write_text("mine")

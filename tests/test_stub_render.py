@@ -16,8 +16,8 @@ from typer.testing import CliRunner
 
 from glcleanup.cli import app
 from glcleanup.errors import UsageError
-from glcleanup.stub import parse_access_line
-from glcleanup.stub_remote import (
+from glcleanup.stub.deploy import parse_access_line
+from glcleanup.stub.remote import (
     Listener,
     Probe,
     check_answer,
@@ -28,17 +28,16 @@ from glcleanup.stub_remote import (
     parse_status_lines,
     probes_for,
 )
-from glcleanup.stub_render import build_config, parse_listen, parse_upstream, render_env, render_nginx, stub_file
+from glcleanup.stub.render import build_config, parse_listen, parse_upstream, render_env, render_nginx, stub_file
 
 REPO = Path(__file__).resolve().parent.parent
 STUB = REPO / "stub"
 
 
 def test_bundled_files_are_the_canonical_ones() -> None:
-    """glcleanup/stub_files is stub/ (a symlink), so a checkout and an installed wheel read the same."""
-    link = REPO / "glcleanup" / "stub_files"
-    assert link.is_symlink()
-    assert link.resolve() == STUB.resolve()
+    """A checkout reads the top-level stub/ itself (no symlink, no copy); the wheel maps it (test_dist)."""
+    assert not (REPO / "glcleanup" / "stub_files").exists()
+    assert not (REPO / "glcleanup" / "stub" / "files").exists()
     for name in ("nginx-respond.conf.in", "nginx-proxy.conf.in", "docker-compose.yml", "stubctl.sh", "README.md"):
         assert stub_file(name) == (STUB / name).read_text()
 

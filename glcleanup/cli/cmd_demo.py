@@ -7,8 +7,8 @@ from typing import Annotated
 import typer
 
 from glcleanup.cli import app
-from glcleanup.demo import DEMO_VERSION, run_demo
 from glcleanup.errors import GlcleanupError
+from glcleanup.lab.demo import DEMO_VERSION, run_demo
 
 
 @app.command("demo")

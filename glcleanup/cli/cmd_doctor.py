@@ -6,7 +6,7 @@ import typer
 
 from glcleanup.cli import app
 from glcleanup.cli.common import ExitCode, command, emit_json, emit_table, wants_json
-from glcleanup.doctor import DoctorReport, diagnose
+from glcleanup.ops.doctor import DoctorReport, diagnose
 from glcleanup.settings import Settings
 
 

@@ -7,12 +7,13 @@ from typing import Annotated, Any
 
 import typer
 
-from glcleanup import logs, logs_disk
 from glcleanup.cli import app
 from glcleanup.cli.common import ExitCode, command, emit_json, emit_table, info, wants_json
 from glcleanup.durations import parse_duration
-from glcleanup.hosts import open_host
+from glcleanup.logs import analysis as logs
+from glcleanup.logs import truncate as logs_disk
 from glcleanup.settings import Settings
+from glcleanup.transport import open_host
 
 _SOURCE_COLUMNS = ["source", "bytes", "growth_bytes_per_hour", "disk_free_bytes", "hours_to_full",
                    "window_start", "window_end"]

@@ -9,7 +9,7 @@ import typer
 from glcleanup.cli import app
 from glcleanup.cli.common import ExitCode, command, emit_json, emit_table, info, wants_json
 from glcleanup.durations import parse_duration
-from glcleanup.scan import ScanReport, ScanRequest, scan
+from glcleanup.ops.scan import ScanReport, ScanRequest, scan
 from glcleanup.settings import Settings
 
 _COLUMNS = ["id", "project", "path", "status", "status_updated_at", "delete_started_at",

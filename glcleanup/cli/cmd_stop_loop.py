@@ -1,4 +1,4 @@
-"""`glcleanup stop-loop` and `glcleanup undo`: parse, call glcleanup.stop_loop, render."""
+"""`glcleanup stop-loop` and `glcleanup undo`: parse, call glcleanup.ops.stop_loop, render."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import typer
 
 from glcleanup.cli import app
 from glcleanup.cli.common import ExitCode, command, emit_json, emit_table, info, wants_json
+from glcleanup.ops.stop_loop import DEFAULT_SETTLE, StopLoopReport, StopLoopRequest, UndoReport, stop_loop, undo
 from glcleanup.settings import Settings
-from glcleanup.stop_loop import DEFAULT_SETTLE, StopLoopReport, StopLoopRequest, UndoReport, stop_loop, undo
 
 _PLAN = ["id", "path", "action", "from", "to", "status_updated_at", "delete_started_at", "failed_deletion_count"]
 

@@ -1,4 +1,4 @@
-"""`glcleanup stub on|off|status`: parse options, ask for the go-ahead, render. Logic is in glcleanup.stub."""
+"""`glcleanup stub on|off|status`: parse options, ask for the go-ahead, render. Logic is in glcleanup.stub.deploy."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ from glcleanup.cli import app
 from glcleanup.cli.common import ExitCode, command, emit_json, info, wants_json
 from glcleanup.durations import parse_duration
 from glcleanup.errors import UsageError
-from glcleanup.hosts import Host, open_host
 from glcleanup.settings import Settings
-from glcleanup.stub import OffResult, OnResult, read_status, stub_off, stub_on
-from glcleanup.stub_render import DEFAULT_DIR, build_config, safe_path
+from glcleanup.stub.deploy import OffResult, OnResult, read_status, stub_off, stub_on
+from glcleanup.stub.render import DEFAULT_DIR, build_config, safe_path
+from glcleanup.transport import Host, open_host
 
 stub_app = typer.Typer(name="stub", no_args_is_help=True,
                        help="Last resort: a registry stand-in (respond) or a probe-fixing proxy, and back.")

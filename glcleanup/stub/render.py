@@ -3,7 +3,7 @@
 Values end up inside nginx.conf, a compose `.env` and argv lists, so everything is checked against
 a strict grammar first (exit 2): paths from a safe character set, listen addresses as IP literals,
 an upstream as scheme://host[:port] only. Rendering is placeholder replacement on the bundled
-templates in `stub/` (installed as `glcleanup/stub_files/`); nothing else is substituted.
+templates in `stub/` (installed as `glcleanup/stub/files/`); nothing else is substituted.
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ import shlex
 from dataclasses import dataclass, field
 from datetime import timedelta
 from importlib import resources
+from importlib.resources.abc import Traversable
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from glcleanup.errors import UsageError
@@ -32,9 +34,18 @@ _HOSTNAME = re.compile(r"\A(?=.{1,253}\Z)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z
 _PLACEHOLDER = re.compile(r"@[A-Z_]+@")
 
 
+def stub_files() -> Traversable:
+    """The bundled stub folder: `glcleanup/stub/files/` in a wheel (setuptools maps the top-level
+    `stub/` there), the top-level `stub/` itself in a source checkout or an editable install."""
+    try:
+        return resources.files("glcleanup.stub.files")
+    except ModuleNotFoundError:
+        return Path(__file__).resolve().parents[2] / "stub"
+
+
 def stub_file(name: str) -> str:
-    """A bundled stub file's text: `stub/` in a checkout, `glcleanup/stub_files/` when installed."""
-    return resources.files("glcleanup").joinpath("stub_files", name).read_text(encoding="utf-8")
+    """A bundled stub file's text."""
+    return stub_files().joinpath(name).read_text(encoding="utf-8")
 
 
 def safe_path(value: str, what: str) -> str:

@@ -17,14 +17,14 @@ from typing import Any
 
 from tabulate import tabulate
 
-from glcleanup.hosts import LocalHost
 from glcleanup.lab.lab import Lab
 from glcleanup.lab.registry import free_port, list_tags
-from glcleanup.scan import ScanRequest, scan
+from glcleanup.ops.scan import ScanRequest, scan
+from glcleanup.ops.stop_loop import StopLoopRequest, stop_loop
 from glcleanup.settings import Settings, resolve
-from glcleanup.stop_loop import StopLoopRequest, stop_loop
-from glcleanup.stub import read_status, stub_off, stub_on
-from glcleanup.stub_render import build_config
+from glcleanup.stub.deploy import read_status, stub_off, stub_on
+from glcleanup.stub.render import build_config
+from glcleanup.transport import LocalHost
 
 Say = Callable[[str], None]
 DEMO_VERSION = "17.3.5"

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from glcleanup.errors import LockedError
-from glcleanup.journal import now_iso, state_dir
+from glcleanup.journal.store import now_iso, state_dir
 
 
 def lock_path(rails_host: str, project: str) -> Path:

@@ -17,8 +17,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from glcleanup.errors import ConnectError, StubError
-from glcleanup.hosts import CommandResult, Host
-from glcleanup.stub_render import VERIFY_AGENT, Listen, StubConfig, stub_file
+from glcleanup.stub.render import VERIFY_AGENT, Listen, StubConfig, stub_file
+from glcleanup.transport import CommandResult, Host
 
 STUBCTL = "stubctl.sh"
 _MARK = "<<<glcleanup-verify {code}>>>"

@@ -1,6 +1,6 @@
 """Reading a registry log on the registry host: the filtering happens there, not after a download.
 
-Preferred: the host has `python3` (or GitLab's embedded one); `logs_agent.py`'s own source is sent
+Preferred: the host has `python3` (or GitLab's embedded one); `reader.py`'s own source is sent
 on stdin to `python3 -` and only its JSON summary comes back. Fallback: plain POSIX tools, driven
 from here: `tail -c +N | head -c M` probes for the binary search, then `grep -a -F DELETE` over the
 window only, gzip-compressed when gzip exists. Every script is a FIXED string run as
@@ -15,9 +15,9 @@ import zlib
 from importlib import resources
 from typing import Any
 
-from glcleanup import logs_agent
 from glcleanup.errors import ConnectError, NotFoundError
-from glcleanup.hosts import Host
+from glcleanup.logs import reader as logs_agent
+from glcleanup.transport import Host
 
 AGENT_SH = (
     'for py in python3 /opt/gitlab/embedded/bin/python3; do '
@@ -33,7 +33,7 @@ TIMEOUT = 600.0
 
 def agent_source() -> bytes:
     """The exact program the remote python runs (our own bundled file)."""
-    return (resources.files("glcleanup") / "logs_agent.py").read_bytes()
+    return (resources.files("glcleanup.logs") / "reader.py").read_bytes()
 
 
 def analyze_remote(host: Host, path: str, since: float | None) -> dict[str, Any]:

@@ -16,10 +16,10 @@ import requests
 
 from glcleanup import validate
 from glcleanup.errors import ConnectError, GlcleanupError, RunnerError, UsageError
-from glcleanup.journal import APPLIED, ROLLED_BACK, UNDONE, Journal, JournalError, ensure_writable, now_iso
-from glcleanup.journal import latest_for_undo as _latest
-from glcleanup.lock import project_lock
-from glcleanup.rails import RailsRunner, runner_from_settings
+from glcleanup.gitlab.rails import RailsRunner, runner_from_settings
+from glcleanup.journal.lock import project_lock
+from glcleanup.journal.store import APPLIED, ROLLED_BACK, UNDONE, Journal, JournalError, ensure_writable, now_iso
+from glcleanup.journal.store import latest_for_undo as _latest
 from glcleanup.settings import Settings, redact
 
 MODES = ("done", "failed")

@@ -26,9 +26,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from glcleanup import logs_agent
 from glcleanup.errors import NotFoundError, UsageError
-from glcleanup.hosts import Host, LocalHost
+from glcleanup.logs import reader as logs_agent
+from glcleanup.transport import Host, LocalHost
 
 OMNIBUS_LOG = "/var/log/gitlab/registry/current"
 MIN_FAILURES = 3  # repeated failing DELETEs on one path from one client: a retry loop
@@ -105,7 +105,7 @@ def read_summary(host: Host, path: str, since: timedelta | None) -> dict[str, An
             raise NotFoundError(f"cannot read {path}: {exc.strerror or exc}") from exc
         summary["transport"] = "local"
         return summary
-    from glcleanup.logs_remote import analyze_remote
+    from glcleanup.logs.remote import analyze_remote
 
     return analyze_remote(host, path, seconds)
 

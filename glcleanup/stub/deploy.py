@@ -19,8 +19,7 @@ from typing import Any
 
 from glcleanup import __version__
 from glcleanup.errors import ConnectError, GlcleanupError, StubError
-from glcleanup.hosts import Host
-from glcleanup.stub_remote import (
+from glcleanup.stub.remote import (
     busy_ports,
     check_cert_key,
     check_dir,
@@ -36,8 +35,9 @@ from glcleanup.stub_remote import (
     verify,
     wait_ports_free,
 )
-from glcleanup.stub_render import Listen, StubConfig, render_env, render_nginx, stub_file
-from glcleanup.stub_status import StubStatus, iso, parse_access_line, read_status
+from glcleanup.stub.render import Listen, StubConfig, render_env, render_nginx, stub_file
+from glcleanup.stub.status import StubStatus, iso, parse_access_line, read_status
+from glcleanup.transport import Host
 
 GUARD_SECONDS = 240.0        # longer than a slow stop + port wait + start + verify
 COMMAND_TIMEOUT = 90.0       # the admin's stop/start commands (docker stop waits 10 s by default)

@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from glcleanup.errors import ConnectError, GlcleanupError
-from glcleanup.hosts import Host
-from glcleanup.journal import state_dir
+from glcleanup.journal.store import state_dir
+from glcleanup.transport import Host
 
 O_ACCMODE, O_APPEND = 0o3, 0o2000
 

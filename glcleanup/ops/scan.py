@@ -10,11 +10,13 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from glcleanup import gitlab_api, logs, validate
+from glcleanup import validate
 from glcleanup.errors import UsageError
-from glcleanup.hosts import open_host
-from glcleanup.rails import runner_from_settings
+from glcleanup.gitlab import api as gitlab_api
+from glcleanup.gitlab.rails import runner_from_settings
+from glcleanup.logs import analysis as logs
 from glcleanup.settings import Settings
+from glcleanup.transport import open_host
 
 SOURCES = ("api", "rails", "all")
 LOOPING_STATES = ("delete_scheduled", "delete_ongoing")

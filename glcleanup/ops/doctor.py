@@ -12,10 +12,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from glcleanup import registry
 from glcleanup.errors import GlcleanupError
-from glcleanup.hosts import open_host
+from glcleanup.ops import probe as registry
 from glcleanup.settings import Settings
+from glcleanup.transport import open_host
 
 
 @dataclass
@@ -57,9 +57,9 @@ def check_api(settings: Settings, facts: dict[str, Any]) -> str:
         raise _Skip("skipped: no --url / GITLAB_URL")
     settings.require_api()
     try:
-        api: Any = importlib.import_module("glcleanup.gitlab_api")
+        api: Any = importlib.import_module("glcleanup.gitlab.api")
     except ModuleNotFoundError as exc:  # gitlab_api.py not in this build: python-gitlab directly
-        if exc.name != "glcleanup.gitlab_api":
+        if exc.name != "glcleanup.gitlab.api":
             raise
         api = None
     if api is not None:
@@ -83,7 +83,7 @@ def check_api(settings: Settings, facts: dict[str, Any]) -> str:
 def check_rails(settings: Settings, facts: dict[str, Any]) -> str:
     if not settings.rails_host:
         raise _Skip("skipped: no --rails-host")
-    rails: Any = importlib.import_module("glcleanup.rails")
+    rails: Any = importlib.import_module("glcleanup.gitlab.rails")
     if not hasattr(rails, "ping"):
         raise _Skip("skipped: this build has no runner ping")
     result = rails.ping(settings)

@@ -18,8 +18,8 @@ from importlib import resources
 from typing import Any
 
 from glcleanup.errors import ConfigError, NotFoundError, RunnerError, UsageError
-from glcleanup.hosts import Host, open_host
 from glcleanup.settings import Settings
+from glcleanup.transport import Host, open_host
 
 MARKER = b"GLCLEANUP-RESULT:"
 EVENT = b"GLCLEANUP-EVENT:"
@@ -30,7 +30,7 @@ MAX_PARAM_BYTES = 120_000  # one argv word; Linux allows 128 KiB
 
 def script_source(name: str) -> bytes:
     """The prelude followed by the named bundled script, as sent on stdin."""
-    folder = resources.files("glcleanup") / "ruby"
+    folder = resources.files("glcleanup.gitlab") / "ruby"
     prelude = (folder / "_prelude.rb").read_bytes()
     try:
         body = (folder / f"{name}.rb").read_bytes()
