@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import typer
 
-from glcleanup.cli import app
-from glcleanup.cli.common import ExitCode, command, emit_json, emit_table, wants_json
+from glcleanup.cli.options import command, json_mode
+from glcleanup.cli.output import emit_json, emit_table
+from glcleanup.errors import ExitCode
 from glcleanup.ops.doctor import DoctorReport, diagnose
 from glcleanup.settings import Settings
 
 
-@command(app, "doctor")
 def doctor_command(settings: Settings) -> int:
     """Check every configured connection and whether GitLab would loop on this registry (exit 1 if not ok)."""
     report = diagnose(settings)
-    if wants_json(settings):
+    if json_mode(settings):
         emit_json(report.to_json())
     else:
         render(report)
@@ -39,3 +39,7 @@ def render(report: DoctorReport) -> None:
             typer.echo(f"  GitLab {reg['gitlab_version']} {cap}")
         for number, fix in enumerate(reg.get("fixes", []), 1):
             typer.echo(f"  fix {number}: {fix}")
+
+
+def register(app: typer.Typer) -> None:
+    command(app, "doctor")(doctor_command)

@@ -36,7 +36,7 @@ import requests
 from requests.adapters import HTTPAdapter
 
 from glcleanup import __version__
-from glcleanup.errors import ApiError, AuthError, ConnectError, NotFoundError
+from glcleanup.errors import ApiError, AuthError, ConnectError, Forbidden, GraphQLUnavailable, NotFoundError
 from glcleanup.settings import Settings, redact
 
 STUCK_STATES = ("delete_scheduled", "delete_ongoing", "delete_failed")
@@ -64,14 +64,6 @@ GROUP_REPOS_QUERY = (
     "after: $after) { pageInfo { hasNextPage endCursor } nodes { " + REPO_FIELDS + " project { id fullPath } "
     "} } } }"
 )
-
-
-class Forbidden(AuthError):
-    """403: the token may not read this (for a project's repositories: its registry is disabled)."""
-
-
-class GraphQLUnavailable(Exception):
-    """GraphQL answered an error, lacked a field, or failed over HTTP: use REST instead."""
 
 
 @dataclass

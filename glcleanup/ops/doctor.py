@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from glcleanup.errors import GlcleanupError
+from glcleanup.errors import CheckFailed, CheckSkipped, GlcleanupError
 from glcleanup.ops import probe as registry
 from glcleanup.settings import Settings
 from glcleanup.transport import open_host
@@ -35,7 +35,7 @@ def _check(settings: Settings, name: str, fn: Callable[[], str]) -> dict[str, An
     """Run one check; any failure becomes ok=false with a one-line, token-free detail."""
     try:
         return {"name": name, "ok": True, "detail": settings.redact(fn())}
-    except _Skip as skip:
+    except CheckSkipped as skip:
         return {"name": name, "ok": True, "skipped": True, "detail": str(skip)}
     except GlcleanupError as exc:
         return {"name": name, "ok": False, "detail": settings.redact(str(exc))}
@@ -43,18 +43,10 @@ def _check(settings: Settings, name: str, fn: Callable[[], str]) -> dict[str, An
         return {"name": name, "ok": False, "detail": settings.redact(f"{type(exc).__name__}: {exc}")}
 
 
-class _Skip(Exception):
-    """The setting this check needs is not configured."""
-
-
-class _Failed(GlcleanupError):
-    """A check ran and the answer is no."""
-
-
 def check_api(settings: Settings, facts: dict[str, Any]) -> str:
     """Token accepted (`gl.auth()`) and an admin's (`gl.user.is_admin`): what scan/stop-loop need."""
     if not settings.url:
-        raise _Skip("skipped: no --url / GITLAB_URL")
+        raise CheckSkipped("skipped: no --url / GITLAB_URL")
     settings.require_api()
     try:
         api: Any = importlib.import_module("glcleanup.gitlab.api")
@@ -75,17 +67,17 @@ def check_api(settings: Settings, facts: dict[str, Any]) -> str:
     facts["gitlab_version"] = version
     user = gl.user
     if not getattr(user, "is_admin", False):
-        raise _Failed(f"token of {user.username} works on GitLab {version} but is not an admin's: "
+        raise CheckFailed(f"token of {user.username} works on GitLab {version} but is not an admin's: "
                       "scan and stop-loop need an admin token")
     return f"{user.username} (admin) on GitLab {version}"
 
 
 def check_rails(settings: Settings, facts: dict[str, Any]) -> str:
     if not settings.rails_host:
-        raise _Skip("skipped: no --rails-host")
+        raise CheckSkipped("skipped: no --rails-host")
     rails: Any = importlib.import_module("glcleanup.gitlab.rails")
     if not hasattr(rails, "ping"):
-        raise _Skip("skipped: this build has no runner ping")
+        raise CheckSkipped("skipped: this build has no runner ping")
     result = rails.ping(settings)
     facts.setdefault("gitlab_version", result.get("gitlab_version"))
     return (f"`{settings.rails_runner}` booted on {settings.rails_host}: GitLab {result.get('gitlab_version')}, "
@@ -94,23 +86,23 @@ def check_rails(settings: Settings, facts: dict[str, Any]) -> str:
 
 def check_registry_host(settings: Settings) -> str:
     if not settings.registry_host:
-        raise _Skip("skipped: no --registry-host (logs and stub default to this machine)")
+        raise CheckSkipped("skipped: no --registry-host (logs and stub default to this machine)")
     host = open_host(settings.registry_host, settings.ssh_options)
     try:
         result = host.run(["uname", "-n"], timeout=60)
     finally:
         host.close()
     if result.exit_code != 0:
-        raise _Failed(f"`uname -n` failed on {settings.registry_host}: {result.error_text.strip()}")
+        raise CheckFailed(f"`uname -n` failed on {settings.registry_host}: {result.error_text.strip()}")
     return f"reachable: {result.text.strip()}"
 
 
 def check_registry_url(settings: Settings) -> str:
     if not settings.registry_url:
-        raise _Skip("skipped: no --registry-url")
+        raise CheckSkipped("skipped: no --registry-url")
     answer = registry.ping(settings.registry_url, settings.ssl_verify)
     if not answer["ok"]:
-        raise _Failed(f"GET /v2/ answered {answer['status']} (GitLab needs 200)")
+        raise CheckFailed(f"GET /v2/ answered {answer['status']} (GitLab needs 200)")
     kind = "GitLab container registry" if answer["gitlab_registry"] else "third-party registry (not GitLab's)"
     return f"GET /v2/ {answer['status']}, {answer['api_version'] or 'no API version header'}; {kind}"
 

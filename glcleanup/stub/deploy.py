@@ -18,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from glcleanup import __version__
-from glcleanup.errors import ConnectError, GlcleanupError, StubError
+from glcleanup.errors import ConnectError, GlcleanupError, StubctlExit, StubError
 from glcleanup.stub.remote import (
     busy_ports,
     check_cert_key,
@@ -288,7 +288,7 @@ def _activate(host: Host, config: StubConfig, state: dict[str, Any], guard: floa
              "pid": int(pid) if pid.isdigit() else None, "container": None if pid.isdigit() else pid}
     host.put(json.dumps(final, indent=2).encode() + b"\n", f"{d}/state.json.confirmed", 0o600)
     confirmed = stubctl(host, "confirm", d, iso(since), until, pid, timeout=30)
-    if confirmed.exit_code == 76:
+    if confirmed.exit_code == StubctlExit.NOT_ON:
         raise StubError(f"the guard on {host.name} already restored the registry (took longer than {guard:.0f} s)")
     _must(confirmed, "cannot confirm the stub")
 
@@ -312,7 +312,7 @@ def _rollback(host: Host, directory: str, state: dict[str, Any], guard: float, s
         if result.exit_code == 0:
             return "rolled back: stub stopped" + (", registry started again" if state.get("start_registry") else "") \
                 + ", state removed"
-        if result.exit_code == 71:
+        if result.exit_code == StubctlExit.START_REGISTRY_FAILED:
             return (f"rolled back the stub, but --start-registry failed: {tail_text(result)}; start the registry "
                     f"by hand, then run `stub off --dir {directory} --yes`")
         return f"rollback failed ({tail_text(result)}); run `stub off --dir {directory} --yes`"
@@ -367,10 +367,10 @@ def stub_off(host: Host, directory: str, *, apply: bool, registry_url: str | Non
         return result
     say("stopping the stub and restoring the registry")
     restored = stubctl(host, *_restore_args(state, directory, "off"), timeout=COMMAND_TIMEOUT + 60)
-    if restored.exit_code == 71:
+    if restored.exit_code == StubctlExit.START_REGISTRY_FAILED:
         raise StubError(f"the stub is stopped, but --start-registry failed: {tail_text(restored)}; fix it and run "
                         "`stub off` again (it retries the start command)")
-    if restored.exit_code == 75:
+    if restored.exit_code == StubctlExit.BUSY:
         raise StubError("another restore (the watcher?) is running in the same --dir; try again in a minute")
     if restored.exit_code != 0:
         raise StubError(f"could not stop the stub: {tail_text(restored)}")

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from glcleanup.errors import ConnectError, StubError
 from glcleanup.stub.render import VERIFY_AGENT, Listen, StubConfig, stub_file
 from glcleanup.transport import CommandResult, Host
+from glcleanup.transport.sh import run_script
 
 STUBCTL = "stubctl.sh"
 _MARK = "<<<glcleanup-verify {code}>>>"
@@ -34,12 +35,12 @@ def deploy_word(deploy: str, compose_cmd: str | None) -> str:
 
 def stubctl(host: Host, *args: str, timeout: float = 120.0) -> CommandResult:
     """Run the bundled control script's subcommand on the host (script text fixed, args positional)."""
-    return host.run(["sh", "-c", stub_file(STUBCTL), "stubctl", *args], timeout=timeout)
+    return run_script(host, stub_file(STUBCTL), *args, name="stubctl", timeout=timeout)
 
 
 def sh_check(host: Host, script: str, *args: str, timeout: float = 30.0) -> CommandResult:
     """A small FIXED shell snippet with positional args (for checks that need a pipe or a test)."""
-    return host.run(["sh", "-c", script, "sh", *args], timeout=timeout)
+    return run_script(host, script, *args, timeout=timeout)
 
 
 def tail_text(result: CommandResult, lines: int = 4) -> str:
