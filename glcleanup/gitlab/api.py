@@ -37,9 +37,10 @@ from requests.adapters import HTTPAdapter
 
 from glcleanup import __version__
 from glcleanup.errors import ApiError, AuthError, ConnectError, Forbidden, GraphQLUnavailable, NotFoundError
+from glcleanup.gitlab_facts import DELETION_STATES
 from glcleanup.settings import Settings, redact
 
-STUCK_STATES = ("delete_scheduled", "delete_ongoing", "delete_failed")
+STUCK_STATES = DELETION_STATES
 UNKNOWN = "unknown"
 REST_STATUS_SINCE = (16, 7, 0)  # MR !138202 added `status` to the REST entity
 PER_PAGE = 100  # GitLab's maximum for offset pagination and GraphQL connections

@@ -8,6 +8,7 @@ from typing import Any
 from glcleanup import validate
 from glcleanup.errors import JournalError
 from glcleanup.gitlab.rails import runner_from_settings
+from glcleanup.gitlab_facts import LOOPING_STATES
 from glcleanup.journal.lock import project_lock
 from glcleanup.journal.store import ROLLED_BACK, UNDONE, Journal, now_iso
 from glcleanup.journal.store import latest_for_undo as _latest
@@ -63,7 +64,7 @@ def undo(settings: Settings, journal_path: str | None, apply: bool) -> UndoRepor
     if result.get("never_applied"):
         report.warnings.append("the journaled change was never committed (every row is as journaled): "
                                "nothing to undo; the journal is marked rolled back")
-    elif any(e.get("to") in ("delete_scheduled", "delete_ongoing") for e in result.get("restore", [])):
+    elif any(e.get("to") in LOOPING_STATES for e in result.get("restore", [])):
         report.warnings.append("restored rows in delete_scheduled/delete_ongoing are picked up by GitLab's "
                                "deletion worker again: the loop resumes unless the registry was fixed")
     return report
