@@ -30,6 +30,9 @@ MAX_DELETION_FAILURES = 10  # ContainerRepository::MAX_DELETION_FAILURES (17.5+)
 # Migration AddFailedDeletionCountAndNextDeleteAtToContainerRepositories, milestone 17.5.
 RETRY_COLUMNS = ("failed_deletion_count", "next_delete_attempt_at")
 RETRY_COLUMNS_FROM = (17, 5)
+# lib/api/entities/container_registry.rb: `status` joined the REST repository entity in 16.7 (MR !138202);
+# before that only GraphQL's `containerRepositories { status }` tells it.
+REST_STATUS_FROM = (16, 7)
 
 
 class RetryCap(StrEnum):
@@ -69,6 +72,11 @@ def loops_forever(cap: str | None) -> bool:
 def has_retry_columns(version: str | None) -> bool:
     parsed = parse_version(version)
     return parsed is not None and parsed >= RETRY_COLUMNS_FROM
+
+
+def rest_has_status(version: str | None) -> bool:
+    parsed = parse_version(version)
+    return parsed is not None and parsed >= REST_STATUS_FROM
 
 
 def delete_counts_as_success(status: int) -> bool:

@@ -8,6 +8,7 @@ import typer
 
 from glcleanup.cli.options import command, json_mode
 from glcleanup.cli.output import emit_json, emit_table, info
+from glcleanup.cli.progress import rich_progress
 from glcleanup.durations import parse_duration
 from glcleanup.errors import ExitCode
 from glcleanup.ops.scan import ScanReport, ScanRequest, scan
@@ -33,7 +34,8 @@ def scan_command(
     """List container repositories stuck in deletion (exit 1 when something is stuck or looping)."""
     request = ScanRequest(source=source, projects=list(project or []), group=group,
                           registry_logs=list(registry_log or []), since=parse_duration(since, allow_all=True))
-    report = scan(settings, request)  # the API walk shows a progress bar on stderr when it is a terminal
+    with rich_progress() as bar:  # on a terminal only
+        report = scan(settings, request, progress=bar)
     if json_mode(settings):
         emit_json(report.to_json())
     else:

@@ -111,9 +111,9 @@ def scan(settings: Settings, request: ScanRequest, progress: gitlab_api.Progress
     if use_api:
         settings.require_api()
         gl = gitlab_api.connect(settings)
-        report.gitlab["version"] = gitlab_api.server_version(gl)
         api = gitlab_api.scan_repositories(gl, projects=request.projects or None, group=request.group,
                                            progress=progress)
+        report.gitlab["version"] = api.version
         rows["api"] = [dict(r, sources=["api"]) for r in api.repositories]
         report.warnings.extend(api.warnings)
     if use_rails:
