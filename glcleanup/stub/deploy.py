@@ -19,24 +19,18 @@ from typing import Any
 
 from glcleanup import __version__
 from glcleanup.errors import ConnectError, GlcleanupError, StubctlExit, StubError
-from glcleanup.stub.remote import (
+from glcleanup.stub.control import deploy_word, quote_argv, sh_check, stubctl, tail_text
+from glcleanup.stub.preflight import (
     busy_ports,
     check_cert_key,
     check_dir,
     compose_command,
-    deploy_word,
     missing_tools,
-    probes_for,
-    quote_argv,
-    registry_answers,
-    sh_check,
-    stubctl,
-    tail_text,
-    verify,
     wait_ports_free,
 )
 from glcleanup.stub.render import Listen, StubConfig, render_env, render_nginx, stub_file
 from glcleanup.stub.status import StubStatus, iso, parse_access_line, read_status
+from glcleanup.stub.verify import probes_for, registry_answers, verify
 from glcleanup.transport import Host
 
 GUARD_SECONDS = 240.0        # longer than a slow stop + port wait + start + verify
