@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from glcleanup.cli.options import plain_command
+from glcleanup.cli.output import emit_table
 from glcleanup.lab.demo import DEMO_VERSION, run_demo
 
 
@@ -14,7 +15,7 @@ def demo(
     version: Annotated[str, typer.Option("--version", help="GitLab version the lab simulates.")] = DEMO_VERSION,
 ) -> None:
     """Run the whole story in a throwaway local lab (127.0.0.1 only) and tear it down."""
-    run_demo(typer.echo, version=version)
+    run_demo(typer.echo, version=version, table=lambda rows, columns: emit_table(rows, columns))
 
 
 def register(app: typer.Typer) -> None:
