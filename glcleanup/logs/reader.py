@@ -23,6 +23,7 @@ import mmap
 import os
 import re
 import sys
+import time
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # aliases only for the checker: the remote python may be 3.7
@@ -53,6 +54,8 @@ _APP = re.compile(  # logrus text or JSON (keys sorted): "/v2/<path>/<kind>/<ref
     rb'[^\n]*?useragent\\?"?[ \t]*[=:][ \t]*(?:\\?"([^"\\\n]*)|([^\s"\\,]+))'
     rb'[^\n]*?status\\?"?[ \t]*[=:][ \t]*(\d{3})')
 _REPO = re.compile(r"\A(.+?)/(?:manifests|blobs)/")
+# Something only a registry writes: a /v2/ request, logrus' http.request.* fields, its startup lines.
+_REGISTRY_MARK = re.compile(rb"/v2/|http\.request\.|service=registry|docker/distribution|registry/")
 _base_cache: dict[tuple[bytes, ...], int] = {}
 
 
@@ -308,6 +311,12 @@ def newest_time(read: Reader, size: int) -> float | None:
     return None
 
 
+def registry_lines(read: Reader, size: int) -> bool:
+    """Whether the log's tail (last 256 KB) looks like a registry's: an empty or foreign log is not evidence."""
+    begin = max(0, size - 256 * 1024)
+    return bool(_REGISTRY_MARK.search(read(begin, size - begin))) if size else False
+
+
 def window_offset(read: Reader, size: int, start: float) -> int:
     """An offset at most SEEK_SLACK before the first line stamped >= start (binary search)."""
     lo, hi = 0, size
@@ -381,7 +390,7 @@ def analyze(read: Reader, size: int, since: float | None, view: Buffer | None = 
         "size": size, "offset": offset, "newest": newest, "oldest": oldest, "start": start,
         "bytes_read": counter.bytes_read, "bytes_scanned": stats.bytes_scanned,
         "delete_lines": stats.delete_lines, "unparsed": stats.unparsed, "nul_bytes": stats.nul_bytes,
-        "groups": stats.to_json(),
+        "groups": stats.to_json(), "registry_lines": stats.delete_lines > 0 or registry_lines(counter, size),
     }
 
 
@@ -425,6 +434,7 @@ def analyze_path(path: str, since: float | None) -> dict[str, Any]:
     vfs = os.statvfs(path)
     result["disk_free_bytes"] = vfs.f_bavail * vfs.f_frsize
     result["path"] = path
+    result["now"] = time.time()  # this host's clock: a loop is active relative to it
     return result
 
 
