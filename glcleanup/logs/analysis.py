@@ -37,7 +37,7 @@ OMNIBUS_LOG = "/var/log/gitlab/registry/current"
 MIN_FAILURES = 3  # repeated failing DELETEs on one path from one client: a retry loop
 # A loop is active while its DELETEs keep coming: its last one is at most this close to the log's newest
 # entry, and that entry this close to now. Several intervals of the loop's own rate, within these bounds.
-ACTIVE_MIN_GAP = 15.0
+ACTIVE_MIN_GAP = 5.0
 ACTIVE_MAX_GAP = 300.0
 _DOCKER_NAME = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}\Z")
 
@@ -216,7 +216,7 @@ def loops_from(spec: str, groups: list[list[Any]]) -> list[dict[str, Any]]:
 
 
 def active_gap(per_minute: float) -> float:
-    """How long a loop may be silent and still count as running: 5 of its intervals, 15 s to 5 min."""
+    """How long a loop may be silent and still count as running: 5 of its intervals, 5 s to 5 min."""
     interval = 60.0 / per_minute if per_minute > 0 else ACTIVE_MAX_GAP
     return min(max(ACTIVE_MIN_GAP, 5 * interval), ACTIVE_MAX_GAP)
 

@@ -318,7 +318,7 @@ class _Gather:
         else:
             ended = _gitlab_loops(evidence.loops)
             text = "no active DELETE loop" + (
-                f" (one on {ended[0]['path']} ended {ended[0]['age_seconds']:.0f} s ago)" if ended else "")
+                f" (one on {ended[0]['path']} ended {_ago(ended[0]['age_seconds'])} ago)" if ended else "")
         self.metric("delete_rate", failing_rate(active[0]) if active else 0.0, text)
         hours = [s for s in evidence.sources if s.get("hours_to_full") is not None]
         if hours:
@@ -373,6 +373,15 @@ class _Gather:
         else:
             text = f"glcleanup stub ({status.get('mode')}) on since {status.get('since')}"
         self.metric("stub_overdue", int(overdue), text)
+
+
+def _ago(seconds: float | None) -> str:
+    if seconds is None:
+        return "a while"
+    for size, unit in ((86400, "d"), (3600, "h"), (60, "min")):
+        if seconds >= size:
+            return f"{seconds / size:.0f} {unit}"
+    return f"{seconds:.0f} s"
 
 
 def _quiet(*_args: Any, **_kwargs: Any) -> None:
