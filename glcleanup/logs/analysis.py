@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -106,12 +107,16 @@ def resolve_source(host: Host, spec: str) -> str:
     return text
 
 
-def read_summary(host: Host, path: str, since: timedelta | None) -> dict[str, Any]:
-    """The agent's summary of one file: read here for a LocalHost, on the host otherwise."""
+def read_summary(host: Host, path: str, since: timedelta | None,
+                 progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+    """The agent's summary of one file: read here for a LocalHost, on the host otherwise.
+
+    `progress(done, total)` hears about local scans only (a remote reader answers once, at the end).
+    """
     seconds = None if since is None else since.total_seconds()
     if isinstance(host, LocalHost):
         try:
-            summary = logs_agent.analyze_path(path, seconds)
+            summary = logs_agent.analyze_path(path, seconds, progress=progress)
         except OSError as exc:
             raise NotFoundError(f"cannot read {path}: {exc.strerror or exc}") from exc
         summary["transport"] = "local"
@@ -121,13 +126,17 @@ def read_summary(host: Host, path: str, since: timedelta | None) -> dict[str, An
     return analyze_remote(host, path, seconds)
 
 
-def analyze_sources(host: Host, sources: list[str], since: timedelta | None) -> LogReport:
-    """Evidence from every source (see the module docstring for the contract)."""
+def analyze_sources(host: Host, sources: list[str], since: timedelta | None,
+                    progress: Callable[[str, int, int], None] | None = None) -> LogReport:
+    """Evidence from every source (see the module docstring for the contract).
+
+    `progress(source, bytes scanned, bytes to scan)` is called while a local file is scanned.
+    """
     report = LogReport()
     for spec in sources:
         path = resolve_source(host, spec)
         try:
-            summary = read_summary(host, path, since)
+            summary = read_summary(host, path, since, _for_source(progress, spec))
         except NotFoundError as exc:
             if spec.strip() != "omnibus":
                 raise
@@ -137,6 +146,17 @@ def analyze_sources(host: Host, sources: list[str], since: timedelta | None) -> 
         report.loops.extend(mark_activity(loops_from(spec, summary["groups"]), summary))
     report.loops.sort(key=lambda loop: (-loop["per_minute"], loop["path"]))
     return report
+
+
+def _for_source(progress: Callable[[str, int, int], None] | None, spec: str) -> Callable[[int, int], None] | None:
+    if progress is None:
+        return None
+    report = progress
+
+    def tick(done: int, total: int) -> None:
+        report(spec, done, total)
+
+    return tick
 
 
 def _iso(epoch: float | None) -> str | None:
