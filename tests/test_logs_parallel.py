@@ -6,7 +6,9 @@ declined counts, worker ranges, merging); the baseline is the regex parse alone,
 
 from __future__ import annotations
 
+import re
 import shutil
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +27,19 @@ ODD = (  # access lines the counting must not miss: stray whitespace, another ta
     b'400 99 \\"\\" \\"GitLab/17.3.5\\"\\n","stream":"stdout","time":"2024-10-27T03:30:02.5Z"}\n',
     b'{"log":"10.0.0.1 - - [27/Oct/2024:06:30:03 +0300] \\"DELETE /v2/team/app/manifests/sha256:ab12 HTTP/1.1\\" '
     b'202 0 \\"\\" \\"GitLab/17.3.5\\"\\n","stream":"stdout","time":"2024-10-27T03:30:03.5Z"}\n',
+    b'10.0.0.1 - - [27/Oct/2024:06:30:04 +0300] "DELETE\t/v2/user/repo/manifests/latest HTTP/1.1" 400 98 "" '
+    b'"GitLab/17.3.5"\n',  # a literal tab, as a hand-edited plain access log may have
 )
+
+
+def _stamped_like(line: bytes, before: bytes) -> bytes:
+    """The odd line with its neighbour's time: real logs are in time order, and first/last are by position."""
+    iso = re.search(rb'"time":"([^"]+)Z"', before)
+    assert iso is not None
+    if b'"time":' in line:
+        return re.sub(rb'"time":"[^"]+"', iso.group(0), line, count=1)
+    moment = datetime.fromisoformat(iso.group(1)[:26].decode()).replace(tzinfo=UTC) + timedelta(hours=3)
+    return re.sub(rb"\[[^\]]+\]", moment.strftime("[%d/%b/%Y:%H:%M:%S +0300]").encode(), line, count=1)
 
 
 @pytest.fixture
@@ -60,7 +74,7 @@ def _files(tmp_path: Path) -> list[Path]:
     body = bytearray(out[0].read_bytes())
     for i, line in enumerate(ODD):  # spread through the file, each in a different chunk
         at = body.find(b"\n", len(body) * (i + 1) // (len(ODD) + 1)) + 1
-        body[at:at] = line
+        body[at:at] = _stamped_like(line, bytes(body[body.rfind(b"\n", 0, at - 1) + 1:at]))
     mixed.write_bytes(bytes(body))
     out.append(mixed)
     for name in ("docker-json.log", "registry-text.log", "access.log", "registry-json.log", "broken.log"):
@@ -103,7 +117,7 @@ def test_the_odd_lines_are_parsed_not_counted_away(tmp_path: Path) -> None:
     path = tmp_path / "odd.log"
     path.write_bytes(b"".join(ODD))
     groups = {(g[0], g[2]): g[4] for g in _summary(path, 1)["groups"]}
-    assert groups == {("user/repo", 400): 3, ("team/app", 202): 1}
+    assert groups == {("user/repo", 400): 4, ("team/app", 202): 1}
 
 
 def test_split_points_fall_on_line_starts(tmp_path: Path) -> None:
