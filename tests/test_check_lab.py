@@ -59,7 +59,7 @@ def test_check_goes_critical_with_the_loop_and_recovers_after_stop_loop(tmp_path
         doc = json.loads(out)
         assert code == 1, out  # the parked row is a warning: the registry still cannot delete it
         assert doc["state"] == "WARNING"
-        assert doc["summary"].startswith("1 repositories parked as delete_failed by GitLab's retry cap (alice/sandbox)")
+        assert doc["summary"].startswith("1 repositories parked as delete_failed (alice/sandbox in alice/sandbox)")
         assert doc["repositories"]["delete_failed"] == 1
         assert all(not loop["active"] for loop in doc["loops"])
         code, out = _check(env, "--registry-log", log)  # with the probe: the registry is still a loop risk

@@ -284,9 +284,9 @@ class _Gather:
         failed = counts["delete_failed"]
         first_failed = next((r for r in self.rows if r["status"] == "delete_failed"), None)
         self.metric("failed_repositories", failed,
-                    f"{failed} repositories parked as delete_failed by GitLab's retry cap "
-                    f"({first_failed['path']}): fix the registry (glcleanup doctor), then "
-                    f"glcleanup stop-loop --project {first_failed['project']} --mode done"
+                    f"{failed} repositories parked as delete_failed ({first_failed['path']} in "
+                    f"{first_failed['project']}): run glcleanup doctor, and re-queue them once the registry "
+                    "deletes"
                     if first_failed else "no delete_failed repository")
 
     def registry_logs(self) -> None:
