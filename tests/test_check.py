@@ -212,3 +212,35 @@ def test_prometheus_into_a_read_only_directory_is_unknown(tmp_path: Path) -> Non
         folder.chmod(0o755)
     assert code == 3, out
     assert (folder / "glcleanup.prom").read_text() == "old\n"
+
+
+def test_stub_dir_without_a_stub_is_ok(tmp_path: Path) -> None:
+    """The real stubctl reads an empty --dir: no stub on, the facet is up."""
+    result = CliRunner().invoke(app, ["check", "--stub-dir", str(tmp_path / "stub"), "-o", "json"])
+    assert result.exit_code == 0, result.stdout
+    doc = json.loads(result.stdout)
+    assert doc["facets"] == {"stub": True}
+    assert doc["stub"]["state"] == "off"
+    assert doc["summary"] == "no glcleanup stub on"
+
+
+def test_stub_left_on_past_its_end_is_a_warning(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What `stub status` says about a stub put up with --for 30m, two hours ago (status read faked)."""
+    from glcleanup.stub import status as stub_status
+
+    def on_since(host: object, directory: str) -> stub_status.StubStatus:
+        now = datetime.now(UTC)
+        found = stub_status.StubStatus(directory, state_file=True, running=True,
+                                       state={"mode": "respond", "listen": "127.0.0.1:5000"})
+        found.values = {"confirmed_since": stub_status.iso(now - timedelta(hours=2)),
+                        "confirmed_until": stub_status.iso(now - timedelta(hours=1, minutes=30))}
+        return found
+
+    monkeypatch.setattr(stub_status, "read_status", on_since)
+    code, out = _check("--stub-dir", "/var/lib/glcleanup-stub", "--prometheus", str(tmp_path / "m.prom"))
+    assert code == 1, out
+    assert out.startswith("GLCLEANUP WARNING - glcleanup stub (respond) still on past its planned end ")
+    assert "run glcleanup stub off --dir /var/lib/glcleanup-stub" in out
+    metrics = (tmp_path / "m.prom").read_text()
+    assert "glcleanup_stub_on 1.0" in metrics
+    assert "glcleanup_stub_overdue 1.0" in metrics
