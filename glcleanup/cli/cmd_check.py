@@ -10,19 +10,18 @@ from __future__ import annotations
 import io
 import logging
 import sys
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-import nagiosplugin
 import typer
-from nagiosplugin.output import Output
 
 from glcleanup.cli import app
 from glcleanup.cli.common import command, emit_json
 from glcleanup.durations import parse_duration
 from glcleanup.errors import GlcleanupError, UsageError
-from glcleanup.ops import metrics
-from glcleanup.ops.check import CheckReport, CheckRequest, add_unknown, run_check
 from glcleanup.settings import Settings
+
+if TYPE_CHECKING:  # imported when the check runs: other commands start without prometheus_client
+    from glcleanup.ops.check import CheckReport
 
 UNKNOWN = 3
 USAGE = ("usage: glcleanup check [--registry-log SRC]... [--since 15m] [--warn-rate N] [--crit-rate N] "
@@ -61,6 +60,9 @@ def check_command(
     top: Annotated[int, typer.Option("--top", min=1, help="Loop paths with their own metric series.")] = 10,
 ) -> int:
     """Monitoring check: OK/WARNING/CRITICAL/UNKNOWN (exit 0/1/2/3) with perfdata; --prometheus for metrics."""
+    from glcleanup.ops import metrics
+    from glcleanup.ops.check import CheckRequest, add_unknown, run_check
+
     try:
         window = parse_duration(since)
         request = CheckRequest(
@@ -90,6 +92,9 @@ def check_command(
 
 def render(report: CheckReport) -> str:
     """The plugin output, formatted by nagiosplugin: status line | perfdata, then the other problems."""
+    import nagiosplugin
+    from nagiosplugin.output import Output
+
     out = Output(logging.StreamHandler(io.StringIO()))
     out.add(report.check)
     lines = [str(r) for r in report.check.results if r.state != nagiosplugin.Ok]
