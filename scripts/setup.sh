@@ -6,7 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(docker-registry nginx openssh-server openssh-client ruby ruby-activerecord ruby-sqlite3
-              openssl curl ca-certificates iproute2 python3 python3-venv docker-compose)
+              openssl curl ca-certificates iproute2 python3 python3-venv docker-compose
+              prometheus prometheus-node-exporter)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

@@ -18,6 +18,11 @@ def test_demo_story_facts(tmp_path: Path) -> None:
     assert scan["repositories"][0]["sources"] == ["api", "rails"]
     assert scan["loops"][0]["user_agent"] == "GitLab/17.3.5"
     assert facts["deletes_before_stop"] >= 6
+    # the monitoring check: CRITICAL while the loop runs, naming the command; OK after stop-loop
+    assert facts["check_loop"]["state"] == "CRITICAL"
+    assert "run glcleanup stop-loop --project acme/platform/api" in facts["check_loop"]["summary"]
+    assert facts["check_after"]["state"] == "OK"
+    assert "GLCLEANUP CRITICAL - loop on acme/platform/api" in text
     # stop-loop: verified, journaled, quiet afterwards, leftovers listed with digests
     assert facts["stop_loop"]["verified"] is True
     assert facts["stop_loop"]["deletes_after"] == 0

@@ -27,7 +27,7 @@ def _commands() -> dict[str, object]:
 
 def test_every_command_has_help_and_is_in_the_readme() -> None:
     commands = _commands()
-    assert {"scan", "stop-loop", "undo", "stub on", "stub off", "stub status", "logs", "doctor", "demo",
+    assert {"scan", "stop-loop", "undo", "stub on", "stub off", "stub status", "logs", "doctor", "check", "demo",
             "lab up", "lab down"} <= set(commands)
     for name, cmd in commands.items():
         assert (getattr(cmd, "help", None) or "").strip(), f"{name} has no help text"
@@ -38,7 +38,7 @@ def test_every_command_has_help_and_is_in_the_readme() -> None:
 
 def test_every_option_of_the_main_commands_is_in_the_readme() -> None:
     commands = _commands()
-    for name in ("scan", "stop-loop", "undo", "stub on", "stub off", "stub status", "logs", "doctor"):
+    for name in ("scan", "stop-loop", "undo", "stub on", "stub off", "stub status", "logs", "doctor", "check"):
         for param in commands[name].params:  # type: ignore[attr-defined]
             for opt in getattr(param, "opts", []):
                 if opt.startswith("--") and opt != "--help":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from glcleanup.cli import (
+    cmd_check,
     cmd_config,
     cmd_demo,
     cmd_doctor,
@@ -36,8 +37,8 @@ def _root() -> None:
     """
 
 
-COMMANDS = (cmd_scan, cmd_stop_loop, cmd_undo, cmd_stub, cmd_logs, cmd_doctor, cmd_config, cmd_lab, cmd_demo,
-            cmd_version)
+COMMANDS = (cmd_scan, cmd_stop_loop, cmd_undo, cmd_stub, cmd_logs, cmd_doctor, cmd_check, cmd_config, cmd_lab,
+            cmd_demo, cmd_version)
 for _module in COMMANDS:
     _module.register(app)
 

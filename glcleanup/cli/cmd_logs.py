@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+import time
 from typing import Annotated, Any
 
 import typer
@@ -37,7 +39,7 @@ def logs_command(
     host = open_host(settings.registry_host or "local", settings.ssh_options)
     as_json = json_mode(settings)
     try:
-        report = logs.analyze_sources(host, list(sources or ["omnibus"]), window)
+        report = logs.analyze_sources(host, list(sources or ["omnibus"]), window, progress=ScanProgress())
         document: dict[str, Any] = report.to_json()
         if not as_json:
             render(report)
@@ -50,6 +52,26 @@ def logs_command(
     if as_json:
         emit_json(document)
     return int(ExitCode.TROUBLE if report.looping else ExitCode.OK)
+
+
+class ScanProgress:
+    """Progress on stderr for a scan that takes longer than a second (in place on a terminal)."""
+
+    def __init__(self) -> None:
+        self.began = time.monotonic()
+        self.shown = 0.0
+
+    def __call__(self, source: str, done: int, total: int) -> None:
+        now = time.monotonic()
+        if now - self.began < 1.0 or (now - self.shown < 0.5 and done < total):
+            return
+        self.shown = now
+        line = f"scanning {source}: {100 * done // max(total, 1)}% of {_size(total)}"
+        if sys.stderr.isatty():
+            sys.stderr.write(f"\r{line}" + ("\n" if done >= total else ""))
+            sys.stderr.flush()
+        else:
+            info(line)
 
 
 def render(report: logs.LogReport) -> None:

@@ -17,6 +17,7 @@ from typing import Any
 
 from glcleanup.lab.lab import Lab
 from glcleanup.lab.registry import free_port, list_tags
+from glcleanup.ops.check import CheckRequest, run_check
 from glcleanup.ops.scan import ScanRequest, scan
 from glcleanup.ops.stop_loop import StopLoopRequest, stop_loop
 from glcleanup.settings import Settings, resolve
@@ -105,13 +106,30 @@ def run_demo(say: Say, directory: Path | None = None, version: str = DEMO_VERSIO
                     f"codes {loop['codes']}, from {loop['user_agent']}")
             for warning in report.warnings:
                 say(f"   warning: {warning}")
+            facts["check_loop"] = _check_step(say, settings, lab, "3b. glcleanup check --registry-log <registry log>"
+                                              "   (the monitoring check: CRITICAL while the loop runs)")
             facts["stop_loop"] = _stop_loop_step(say, lab, settings, target)
+            wait_for(lambda: run_check(settings, _check_request(lab)).state != 2, timeout=20, step=0.5)
+            facts["check_after"] = _check_step(say, settings, lab, "4b. glcleanup check again: OK once the DELETEs "
+                                               "have stopped")
             root = directory.parent if directory else Path(tmp)
             facts["respond"] = _stub_step(say, lab, "respond", "acme/website", root / "stub-respond")
             facts["proxy"] = _stub_step(say, lab, "proxy", "alice/sandbox", root / "stub-proxy")
             say("\n== Done; the lab is taken down. On a real instance, `glcleanup undo` puts back what a stop-loop"
                 " journal recorded.")
     return facts
+
+
+def _check_request(lab: Lab) -> CheckRequest:
+    return CheckRequest(registry_logs=[str(lab.registry_log)], probe=False)
+
+
+def _check_step(say: Say, settings: Settings, lab: Lab, title: str) -> dict[str, Any]:
+    say(f"\n== {title}")
+    report = run_check(settings, _check_request(lab))
+    say(f"   GLCLEANUP {report.state_name} - {report.summary}")
+    say(f"   exit {report.state} (Nagios: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN)")
+    return {"state": report.state_name, "summary": report.summary}
 
 
 def _stop_loop_step(say: Say, lab: Lab, settings: Settings, target: dict[str, Any]) -> dict[str, Any]:

@@ -14,7 +14,9 @@ Public entry point (also used by `scan --registry-log`):
   None reads the whole file.
 
 `LogReport.loops` items (design §6): `path`, `requests`, `per_minute`, `codes` (status -> count,
-keys are strings in JSON), `user_agent`, `first_seen`, `last_seen`, plus `source` and `failures`.
+keys are strings in JSON), `user_agent`, `first_seen`, `last_seen`, `active` (DELETEs still arriving
+now), `age_seconds` (since `last_seen`, by the clock of the host the log is on), plus `source` and
+`failures`.
 `LogReport.sources` items: `source`, `bytes`, `growth_bytes_per_hour`, `disk_free_bytes`,
 `hours_to_full`, plus `path`, `window_start`, `window_end`, `bytes_read`, `transport`, `nul_bytes`.
 """
@@ -22,6 +24,8 @@ keys are strings in JSON), `user_agent`, `first_seen`, `last_seen`, plus `source
 from __future__ import annotations
 
 import re
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -33,6 +37,10 @@ from glcleanup.transport import Host, LocalHost
 
 OMNIBUS_LOG = "/var/log/gitlab/registry/current"
 MIN_FAILURES = 3  # repeated failing DELETEs on one path from one client: a retry loop
+# A loop is active while its DELETEs keep coming: its last one is at most this close to the log's newest
+# entry, and that entry this close to now. Several intervals of the loop's own rate, within these bounds.
+ACTIVE_MIN_GAP = 5.0
+ACTIVE_MAX_GAP = 300.0
 _DOCKER_NAME = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}\Z")
 
 
@@ -46,6 +54,10 @@ class LogReport:
     @property
     def looping(self) -> bool:
         return bool(self.loops)
+
+    @property
+    def active_loops(self) -> list[dict[str, Any]]:
+        return [loop for loop in self.loops if loop.get("active")]
 
     def to_json(self) -> dict[str, Any]:
         return {"sources": self.sources, "loops": self.loops}
@@ -96,12 +108,16 @@ def resolve_source(host: Host, spec: str) -> str:
     return text
 
 
-def read_summary(host: Host, path: str, since: timedelta | None) -> dict[str, Any]:
-    """The agent's summary of one file: read here for a LocalHost, on the host otherwise."""
+def read_summary(host: Host, path: str, since: timedelta | None,
+                 progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+    """The agent's summary of one file: read here for a LocalHost, on the host otherwise.
+
+    `progress(done, total)` hears about local scans only (a remote reader answers once, at the end).
+    """
     seconds = None if since is None else since.total_seconds()
     if isinstance(host, LocalHost):
         try:
-            summary = logs_agent.analyze_path(path, seconds)
+            summary = logs_agent.analyze_path(path, seconds, progress=progress)
         except OSError as exc:
             raise NotFoundError(f"cannot read {path}: {exc.strerror or exc}") from exc
         summary["transport"] = "local"
@@ -111,22 +127,37 @@ def read_summary(host: Host, path: str, since: timedelta | None) -> dict[str, An
     return analyze_remote(host, path, seconds)
 
 
-def analyze_sources(host: Host, sources: list[str], since: timedelta | None) -> LogReport:
-    """Evidence from every source (see the module docstring for the contract)."""
+def analyze_sources(host: Host, sources: list[str], since: timedelta | None,
+                    progress: Callable[[str, int, int], None] | None = None) -> LogReport:
+    """Evidence from every source (see the module docstring for the contract).
+
+    `progress(source, bytes scanned, bytes to scan)` is called while a local file is scanned.
+    """
     report = LogReport()
     for spec in sources:
         path = resolve_source(host, spec)
         try:
-            summary = read_summary(host, path, since)
+            summary = read_summary(host, path, since, _for_source(progress, spec))
         except NotFoundError as exc:
             if spec.strip() != "omnibus":
                 raise
             raise NotFoundError(f"{exc} (the Omnibus registry log); name the log instead: a file path on "
                                 "the registry host, or docker:NAME for a registry container") from exc
         report.sources.append(source_entry(spec, summary))
-        report.loops.extend(loops_from(spec, summary["groups"]))
+        report.loops.extend(mark_activity(loops_from(spec, summary["groups"]), summary))
     report.loops.sort(key=lambda loop: (-loop["per_minute"], loop["path"]))
     return report
+
+
+def _for_source(progress: Callable[[str, int, int], None] | None, spec: str) -> Callable[[int, int], None] | None:
+    if progress is None:
+        return None
+    report = progress
+
+    def tick(done: int, total: int) -> None:
+        report(spec, done, total)
+
+    return tick
 
 
 def _iso(epoch: float | None) -> str | None:
@@ -156,6 +187,7 @@ def source_entry(spec: str, summary: dict[str, Any]) -> dict[str, Any]:
         "bytes_read": summary.get("bytes_read"),
         "delete_lines": summary.get("delete_lines"),
         "nul_bytes": summary.get("nul_bytes"),
+        "registry_lines": summary.get("registry_lines", True),
         "transport": summary.get("transport"),
     }
 
@@ -199,7 +231,33 @@ def loops_from(spec: str, groups: list[list[Any]]) -> list[dict[str, Any]]:
             "last_seen": _iso(item["last"]),
             "failures": failures,
             "source": spec,
+            "_last": item["last"],
         })
+    return loops
+
+
+def active_gap(per_minute: float) -> float:
+    """How long a loop may be silent and still count as running: 5 of its intervals, 5 s to 5 min."""
+    interval = 60.0 / per_minute if per_minute > 0 else ACTIVE_MAX_GAP
+    return min(max(ACTIVE_MIN_GAP, 5 * interval), ACTIVE_MAX_GAP)
+
+
+def mark_activity(loops: list[dict[str, Any]], summary: dict[str, Any]) -> list[dict[str, Any]]:
+    """Add `active` and `age_seconds` to each loop of one source.
+
+    Active: its last DELETE is close to the log's newest entry AND that entry is close to now (the
+    reader's clock, on the log's host): an old capture or a quiet log shows an ended loop, not a
+    running one. `age_seconds` is now - last_seen.
+    """
+    now = float(summary.get("now") or time.time())
+    newest = summary.get("newest")
+    for loop in loops:
+        last = loop.get("_last")
+        gap = active_gap(float(loop["per_minute"]))
+        loop["age_seconds"] = round(max(now - last, 0.0), 1) if last is not None else None
+        loop["active"] = bool(last is not None and newest is not None
+                              and newest - last <= gap and now - newest <= gap)
+        loop.pop("_last", None)
     return loops
 
 

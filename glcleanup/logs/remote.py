@@ -110,5 +110,6 @@ def analyze_with_shell(host: Host, path: str, since: float | None) -> dict[str, 
         "bytes_read": counter.bytes_read, "bytes_scanned": stats.bytes_scanned,
         "delete_lines": stats.delete_lines, "unparsed": stats.unparsed, "nul_bytes": stats.nul_bytes,
         "groups": stats.to_json(), "disk_free_bytes": reader.disk_free(), "path": path,
+        "registry_lines": stats.delete_lines > 0 or logs_agent.registry_lines(counter, size),
         "transport": "shell",
     }
