@@ -12,6 +12,7 @@ import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from glcleanup import validate
 from glcleanup.errors import ConfigError
 from glcleanup.transport import SSHOptions
 
@@ -146,8 +147,14 @@ def resolve(
                 break
     if token and token.startswith("helper:"):
         raise ConfigError("python-gitlab 'helper:' tokens are not supported yet; export GITLAB_PRIVATE_TOKEN")
+    the_url = url or env.get("GITLAB_URL") or section.get("url") or None
+    the_registry_url = registry_url or section.get("glcleanup_registry_url") or None
+    if the_url:
+        validate.http_url(the_url, "--url (GITLAB_URL)")
+    if the_registry_url:
+        validate.http_url(the_registry_url, "--registry-url (GLCLEANUP_REGISTRY_URL)")
     return Settings(
-        url=(url or env.get("GITLAB_URL") or section.get("url") or None),
+        url=the_url,
         token=token,
         token_source=token_source,
         ssl_verify=_ssl_verify(env.get("GITLAB_SSL_VERIFY") or section.get("ssl_verify")),
@@ -156,7 +163,7 @@ def resolve(
         rails_host=rails_host or section.get("glcleanup_rails_host") or None,
         rails_runner=rails_runner or section.get("glcleanup_rails_runner") or DEFAULT_RUNNER,
         registry_host=registry_host or section.get("glcleanup_registry_host") or None,
-        registry_url=registry_url or section.get("glcleanup_registry_url") or None,
+        registry_url=the_registry_url,
         ssh_key=ssh_key or section.get("glcleanup_ssh_key") or None,
         known_hosts=known_hosts or section.get("glcleanup_known_hosts") or None,
         output=output,

@@ -16,6 +16,7 @@ import typer
 from glcleanup import validate
 from glcleanup.cli.options import plain_command
 from glcleanup.cli.output import Output, emit_json, emit_table, info, wants_json
+from glcleanup.errors import LabError
 from glcleanup.lab.lab import DEFAULT_TIME_SCALE, DEFAULT_VERSION, Lab, default_dir
 
 lab_app = typer.Typer(name="lab", help="The local incident lab: real registry + simulated GitLab on 127.0.0.1.",
@@ -23,6 +24,14 @@ lab_app = typer.Typer(name="lab", help="The local incident lab: real registry + 
 
 DirOption = Annotated[Path | None, typer.Option(
     "--dir", help="Lab directory (default $XDG_STATE_HOME/glcleanup/lab).", show_default=False)]
+
+
+def _directory(directory: Path | None) -> Path:
+    """--dir, else the default; a path that exists must be a directory (one line, not an OSError)."""
+    path = directory or default_dir()
+    if path.exists() and not path.is_dir():
+        raise LabError(f"--dir {path} is not a directory")
+    return path
 
 
 def _exports(env: dict[str, str]) -> str:
@@ -45,7 +54,10 @@ def up(
     """Start the lab in the background and print its settings as `export` lines."""
 
     def start() -> Lab:
-        lab = Lab(directory or default_dir(), version=version, time_scale=time_scale, tls=tls)
+        lab = Lab(_directory(directory), version=version, time_scale=time_scale, tls=tls)
+        if lab.is_up():
+            info(f"lab: already up in {lab.dir}; its settings again: eval \"$(glcleanup lab env)\"")
+            return Lab.load(lab.dir)
         if fresh:
             lab.purge()
         info(f"lab: starting GitLab {version} simulation and registry in {lab.dir}")
@@ -62,7 +74,9 @@ def up(
 @plain_command(lab_app, "env")
 def env(directory: DirOption = None) -> None:
     """Print the running lab's settings as `export` lines."""
-    lab = Lab.load(directory)
+    lab = Lab.load(_directory(directory))
+    if not lab.is_up():
+        raise LabError(f"the lab in {lab.dir} is down: start it with `glcleanup lab up`")
     sys.stdout.write(_exports(lab.settings_env()))
 
 
@@ -116,7 +130,7 @@ def delete_image(
 
     def act() -> int:
         path, rid = validate.project_path(project), validate.repository_id(repo_id)
-        code = Lab.load(directory).delete_image(path, rid)
+        code = Lab.load(_directory(directory)).delete_image(path, rid)
         info(f"lab: DELETE answered {code}; repository {rid} of {path} is now delete_scheduled")
         return code
 

@@ -122,6 +122,10 @@ def analyze_sources(host: Host, sources: list[str], since: timedelta | None) -> 
                 raise
             raise NotFoundError(f"{exc} (the Omnibus registry log); name the log instead: a file path on "
                                 "the registry host, or docker:NAME for a registry container") from exc
+        if int(summary.get("size") or 0) > 0 and summary.get("newest") is None:
+            # Not one timestamped registry line: "no loop" would be a false all-clear.
+            raise NotFoundError(f"{spec}: no line of {path} on {host.name} looks like a registry log (docker "
+                                "json-file, logrus text or JSON, access log, Omnibus current): is it the right file?")
         report.sources.append(source_entry(spec, summary))
         report.loops.extend(loops_from(spec, summary["groups"]))
     report.loops.sort(key=lambda loop: (-loop["per_minute"], loop["path"]))

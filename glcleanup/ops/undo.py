@@ -6,7 +6,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from glcleanup import validate
-from glcleanup.errors import JournalError
+from glcleanup.errors import Interrupted, JournalError
 from glcleanup.gitlab.rails import runner_from_settings
 from glcleanup.journal.lock import project_lock
 from glcleanup.journal.store import ROLLED_BACK, UNDONE, Journal, now_iso
@@ -49,7 +49,16 @@ def undo(settings: Settings, journal_path: str | None, apply: bool) -> UndoRepor
     params = {"journal": {k: data[k] for k in _UNDO_KEYS if k in data}, "apply": apply}
     try:
         with project_lock(host, project, "undo"):
-            result: dict[str, Any] = runner.run("undo", params)
+            try:
+                result: dict[str, Any] = runner.run("undo", params)
+            except KeyboardInterrupt as exc:
+                if not apply:
+                    raise Interrupted(f"{exc or 'SIGINT'} during the undo dry run; nothing was changed") from None
+                raise Interrupted(
+                    f"{exc or 'SIGINT'} while undo ran: the runner was stopped; the restore is one transaction, "
+                    f"so either every row is back or none is; check with `glcleanup scan --source rails "
+                    f"--project {project}`; {journal.path} is not marked undone (running `glcleanup undo "
+                    f"{journal.path}` again refuses if the rows are already back)") from None
             if result.get("never_applied"):
                 data.update(state=ROLLED_BACK, checked_at=now_iso())
                 journal.save()
