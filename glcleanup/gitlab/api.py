@@ -640,9 +640,9 @@ def scan_repositories(gl: gitlab.Gitlab, *, projects: list[str] | None = None, g
     """Repositories in a deletion state, instance-wide or narrowed to `projects` or a `group`.
 
     `projects` are full paths (validated by the caller); `group` is a full path and includes its
-    subgroups; given both, the scan covers their union (a row is listed once). Progress goes to `progress`, else to a rich bar when
-    stderr is a terminal. Raises NotFoundError for an unknown project or group, AuthError,
-    ConnectError or ApiError when GitLab cannot be read.
+    subgroups; given both, the scan covers their union (a row is listed once). Progress goes to
+    `progress`, else to a rich bar when stderr is a terminal. Raises NotFoundError for an unknown
+    project or group, AuthError, ConnectError or ApiError when GitLab cannot be read.
     """
     with rich_progress(None if progress is None else False) as bar, Scanner(gl, concurrency,
                                                                              progress or bar) as scan:
