@@ -27,8 +27,13 @@ class UndoReport:
     def applied(self) -> bool:
         return bool(self.result.get("applied"))
 
+    @property
+    def already_undone(self) -> bool:
+        return bool(self.result.get("already_undone"))
+
     def to_json(self) -> dict[str, Any]:
         return {"journal": self.journal, "project": self.result.get("project", {}).get("full_path"),
+                "already_undone": self.already_undone,
                 "restore": self.result.get("restore", []), "applied": self.applied,
                 "exact": self.result.get("exact"), "mismatches": self.result.get("mismatches", []),
                 "journal_state": self.state, "warnings": self.warnings}
@@ -38,8 +43,9 @@ def undo(settings: Settings, journal_path: str | None, apply: bool) -> UndoRepor
     """Dry-run by default; with `apply`, restore the journaled rows in one transaction and mark it undone."""
     journal = Journal.load(journal_path) if journal_path else _latest()
     data = journal.data
-    if journal.state == UNDONE:
-        raise JournalError(f"{journal.path} was already undone at {data.get('undone_at')}; nothing changed")
+    if journal.state == UNDONE:  # undoing twice is not an error: the rows are already back
+        return UndoReport(str(journal.path), {"already_undone": True, "undone_at": data.get("undone_at"),
+                                              "project": data.get("project") or {}}, UNDONE)
     if journal.state == ROLLED_BACK:
         raise JournalError(f"{journal.path}: that run was rolled back and changed nothing; nothing to undo")
     project = validate.project_path(str(data.get("project", {}).get("full_path") or data.get("project_path")))
