@@ -27,6 +27,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from glcleanup.errors import NotFoundError, UsageError
+from glcleanup.logs import loops as loop_state
 from glcleanup.logs import reader as logs_agent
 from glcleanup.transport import Host, LocalHost
 
@@ -44,25 +45,15 @@ class LogReport:
 
     @property
     def looping(self) -> bool:
-        return bool(self.loops)
+        """An ACTIVE loop (exit 1); an ended one is shown, not alarmed on (glcleanup.logs.loops)."""
+        return loop_state.any_active(self.loops)
 
     def to_json(self) -> dict[str, Any]:
         return {"sources": self.sources, "loops": self.loops}
 
     def verdict(self) -> str:
         """One line for humans: what loops, how fast, from which GitLab, and when the disk fills."""
-        parts: list[str] = []
-        if self.loops:
-            top = max(self.loops, key=lambda loop: loop["per_minute"])
-            more = f" (+{len(self.loops) - 1} more)" if len(self.loops) > 1 else ""
-            parts.append(f"looping: {top['per_minute']} DELETE/min on {top['path']} from "
-                         f"{top['user_agent'] or 'unknown client'}{more}")
-        else:
-            parts.append("no DELETE loop in the window")
-        soonest = [s["hours_to_full"] for s in self.sources if s.get("hours_to_full") is not None]
-        if soonest:
-            parts.append(f"disk full in ~{_hours(min(soonest))}")
-        return "; ".join(parts)
+        return loop_state.verdict(self.loops, self.sources)
 
 
 def _hours(value: float) -> str:
