@@ -34,10 +34,16 @@ class Settings:
     rails_runner: str = DEFAULT_RUNNER
     registry_host: str | None = None
     registry_url: str | None = None
+    registry_ca: str | None = None
     ssh_key: str | None = None
     known_hosts: str | None = None
     output: str | None = None
     verbose: bool = False
+
+    @property
+    def registry_verify(self) -> bool | str:
+        """How the registry's TLS is checked: --registry-ca, else the GitLab setting (GITLAB_SSL_VERIFY)."""
+        return self.registry_ca or self.ssl_verify
 
     @property
     def ssh_options(self) -> SSHOptions:
@@ -126,6 +132,7 @@ def resolve(
     rails_runner: str | None = None,
     registry_host: str | None = None,
     registry_url: str | None = None,
+    registry_ca: str | None = None,
     ssh_key: str | None = None,
     known_hosts: str | None = None,
     output: str | None = None,
@@ -153,6 +160,9 @@ def resolve(
         validate.http_url(the_url, "--url (GITLAB_URL)")
     if the_registry_url:
         validate.http_url(the_registry_url, "--registry-url (GLCLEANUP_REGISTRY_URL)")
+    the_registry_ca = registry_ca or section.get("glcleanup_registry_ca") or None
+    if the_registry_ca and not Path(the_registry_ca).expanduser().is_file():
+        raise ConfigError(f"--registry-ca (GLCLEANUP_REGISTRY_CA) {the_registry_ca}: no such file (a PEM CA bundle)")
     return Settings(
         url=the_url,
         token=token,
@@ -164,6 +174,7 @@ def resolve(
         rails_runner=rails_runner or section.get("glcleanup_rails_runner") or DEFAULT_RUNNER,
         registry_host=registry_host or section.get("glcleanup_registry_host") or None,
         registry_url=the_registry_url,
+        registry_ca=str(Path(the_registry_ca).expanduser()) if the_registry_ca else None,
         ssh_key=ssh_key or section.get("glcleanup_ssh_key") or None,
         known_hosts=known_hosts or section.get("glcleanup_known_hosts") or None,
         output=output,

@@ -20,6 +20,8 @@ def config(settings: Settings) -> int:
         "rails_runner": settings.rails_runner,
         "registry_host": settings.registry_host,
         "registry_url": settings.registry_url,
+        "registry_ca": settings.registry_ca,
+        "ssl_verify": settings.ssl_verify,
         "ssh_key": settings.ssh_key,
         "known_hosts": settings.known_hosts,
     }

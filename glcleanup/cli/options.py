@@ -45,6 +45,10 @@ _COMMON: list[tuple[str, Any, Any]] = [
     ("registry_url", str | None, typer.Option(
         "--registry-url", envvar="GLCLEANUP_REGISTRY_URL",
         help="The registry endpoint as GitLab calls it (registry_api_url).", rich_help_panel=CONNECTION)),
+    ("registry_ca", str | None, typer.Option(
+        "--registry-ca", envvar="GLCLEANUP_REGISTRY_CA", metavar="FILE",
+        help="CA bundle (PEM) for a registry with a private CA (default: GITLAB_SSL_VERIFY, then the system's).",
+        rich_help_panel=CONNECTION)),
     ("ssh_key", str | None, typer.Option("--ssh-key", envvar="GLCLEANUP_SSH_KEY",
                                          help="SSH private key (else agent, ssh config, default keys).",
                                          rich_help_panel=CONNECTION)),

@@ -220,7 +220,7 @@ def stop_loop(settings: Settings, request: StopLoopRequest,
     _add_warnings(report, request)
     if report.applied and request.mode == "done":
         removed = [c["path"] for c in report.result.get("changed", []) if c.get("action") == "destroy"]
-        report.left_in_registry = registry_leftovers(settings.registry_url, removed)
+        report.left_in_registry = registry_leftovers(settings.registry_url, removed, verify=settings.registry_verify)
     return report
 
 
