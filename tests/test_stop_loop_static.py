@@ -322,3 +322,16 @@ def test_undo_defaults_to_the_journals_runner(lab_db: tuple[Path, str, dict[str,
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["exact"] is True
     assert dump(db) == before
+
+
+def test_stop_loop_twice_is_one_line(lab_db: tuple[Path, str, dict[str, int]]) -> None:
+    db, _version, _ids = lab_db
+    args = ["stop-loop", "--project", "other/x", "--settle", "0.1", "--yes", "--rails-host", "local",
+            "--rails-runner", RUNNER]
+    first = CliRunner().invoke(app, [*args, "-o", "json"], env={"GLCLEANUP_LAB_DB": str(db)})
+    assert first.exit_code == 0, first.output
+    again = CliRunner().invoke(app, [*args, "-o", "table"], env={"GLCLEANUP_LAB_DB": str(db)})
+    assert again.exit_code == 0, again.output
+    assert again.stdout.count("\n") == 1, again.stdout
+    assert again.stdout.startswith("nothing to stop in other/x: no repository is in delete_scheduled/delete_ongoing")
+    assert again.stderr == ""

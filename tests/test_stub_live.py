@@ -690,6 +690,7 @@ def test_cli_plan_apply_status_off(tmp_path: Path, tls: TLS, cleanup: list[Calla
     twice = runner.invoke(app, [*on, "--yes", "-o", "table"])
     assert twice.exit_code == 0
     assert "already on" in twice.stdout
+    assert (twice.stdout + twice.stderr).count("\n") == 1  # on twice: one line
     off_plan = runner.invoke(app, ["stub", "off", *common])
     assert off_plan.exit_code == 0
     assert "stop the respond stub" in off_plan.stderr
@@ -701,6 +702,7 @@ def test_cli_plan_apply_status_off(tmp_path: Path, tls: TLS, cleanup: list[Calla
     off2 = runner.invoke(app, ["stub", "off", *common, "--yes", "-o", "table"])
     assert off2.exit_code == 0
     assert "already off" in off2.stdout
+    assert (off2.stdout + off2.stderr).count("\n") == 1  # off twice: one line
     busy = runner.invoke(app, ["stub", "on", *common, "--listen", f"127.0.0.1:{reg.port}", "--yes"])
     assert busy.exit_code == 3
     assert "already in use" in busy.stderr

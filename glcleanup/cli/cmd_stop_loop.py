@@ -58,6 +58,14 @@ def _render_plan(report: StopLoopReport) -> None:
 
 def render(report: StopLoopReport) -> None:
     doc = report.to_json()
+    if not doc["plan"] and not doc["cleanup_policies"]:  # e.g. stop-loop twice: one line says it all
+        parked = len(doc["already_failed"])
+        typer.echo(f"nothing to stop in {doc['project']}: no repository is in delete_scheduled/delete_ongoing"
+                   + (f" ({parked} already parked as delete_failed)" if parked else "")
+                   + f" (GitLab {doc['gitlab_version']})")
+        for warning in doc["warnings"]:
+            info(f"warning: {warning}")
+        return
     _render_plan(report)
     if doc["already_failed"]:
         emit_table(doc["already_failed"], ["id", "path", "status", "status_updated_at"],

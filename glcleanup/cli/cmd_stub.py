@@ -77,7 +77,7 @@ def on_command(
     host = _host(settings)
     try:
         planned = stub_on(host, config, apply=False, registry_url=settings.registry_url)
-        for warning in planned.warnings:
+        for warning in [] if planned.already else planned.warnings:  # on twice: the one line below says it
             info(f"warning: {warning}")
         result = planned
         if not planned.already and _go_ahead(yes, planned.plan, settings):
