@@ -23,7 +23,7 @@ lab_app = typer.Typer(name="lab", help="The local incident lab: real registry + 
                       no_args_is_help=True)
 
 DirOption = Annotated[Path | None, typer.Option(
-    "--dir", help="Lab directory (default $XDG_STATE_HOME/glcleanup/lab).", show_default=False)]
+    "--dir", metavar="DIR", help="Lab directory (default $XDG_STATE_HOME/glcleanup/lab).", show_default=False)]
 
 
 def _directory(directory: Path | None) -> Path:
@@ -41,10 +41,10 @@ def _exports(env: dict[str, str]) -> str:
 @plain_command(lab_app, "up")
 def up(
     directory: DirOption = None,
-    version: Annotated[str, typer.Option("--version", help="GitLab version to simulate "
+    version: Annotated[str, typer.Option("--version", metavar="VERSION", help="GitLab version to simulate "
                                          "(16.6.1, 17.3.5 loop forever; 17.5.0 needs the flag; 17.6.0 caps).")]
     = DEFAULT_VERSION,
-    time_scale: Annotated[float, typer.Option("--time-scale", min=0.001,
+    time_scale: Annotated[float, typer.Option("--time-scale", metavar="SECONDS", min=0.001,
                                               help="Real seconds per GitLab minute (cron, backoff).")]
     = DEFAULT_TIME_SCALE,
     fresh: Annotated[bool, typer.Option("--fresh", help="Start from a new database and registry.")] = False,

@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 import typer
 
-from glcleanup.cli.options import command, json_mode
+from glcleanup.cli.options import REGISTRY_HOST, command, json_mode
 from glcleanup.cli.output import confirm, emit_json, emit_table, info
 from glcleanup.durations import parse_duration
 from glcleanup.errors import ExitCode
@@ -27,7 +27,7 @@ def logs_command(
         help="Log on --registry-host: a file path, docker:NAME, or omnibus (default).",
         metavar="SRC", show_default=False)] = None,
     since: Annotated[str, typer.Option(
-        "--since", help="Window ending at the newest entry: 15m, 2h, 1d, or all.")] = "15m",
+        "--since", metavar="DURATION", help="Window ending at the newest entry: 15m, 2h, 1d, or all.")] = "15m",
     truncate: Annotated[bool, typer.Option(
         "--truncate", help="Empty the log(s) after saving the evidence (plan first; needs --yes or a yes).")
     ] = False,
@@ -96,4 +96,4 @@ def _render_truncate(outcome: dict[str, Any], as_json: bool) -> None:
 
 
 def register(app: typer.Typer) -> None:
-    command(app, "logs")(logs_command)
+    command(app, "logs", uses=REGISTRY_HOST)(logs_command)

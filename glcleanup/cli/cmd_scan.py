@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from glcleanup.cli.options import command, json_mode
+from glcleanup.cli.options import API, RAILS, REGISTRY_HOST, command, json_mode
 from glcleanup.cli.output import emit_json, emit_table, info
 from glcleanup.durations import parse_duration
 from glcleanup.errors import ExitCode
@@ -21,15 +21,17 @@ _LOOP_COLUMNS = ["path", "state", "requests", "per_minute", "codes", "user_agent
 
 def scan_command(
     settings: Settings,
-    source: Annotated[str, typer.Option("--source", help="api, rails or all (both, merged by id).")] = "all",
+    source: Annotated[str, typer.Option("--source", metavar="api|rails|all",
+        help="api, rails or all (both, merged by id).")] = "all",
     project: Annotated[list[str] | None, typer.Option(
-        "--project", help="Only this project (full path); repeatable.")] = None,
-    group: Annotated[str | None, typer.Option("--group", help="Only projects under this group.")] = None,
+        "--project", metavar="PATH", help="Only this project (full path); repeatable.")] = None,
+    group: Annotated[str | None, typer.Option("--group", metavar="PATH",
+        help="Only projects under this group.")] = None,
     registry_log: Annotated[list[str] | None, typer.Option(
-        "--registry-log",
+        "--registry-log", metavar="SRC",
         help="Registry log on --registry-host: a path, docker:NAME or omnibus; repeatable.")] = None,
     since: Annotated[str, typer.Option(
-        "--since", help="Log window ending at the newest entry (15m, 2h, all).")] = "15m",
+        "--since", metavar="DURATION", help="Log window ending at the newest entry (15m, 2h, all).")] = "15m",
 ) -> int:
     """List container repositories stuck in deletion (exit 1 when something is stuck or actively looping)."""
     request = ScanRequest(source=source, projects=list(project or []), group=group,
@@ -59,4 +61,4 @@ def render(report: ScanReport) -> None:
 
 
 def register(app: typer.Typer) -> None:
-    command(app, "scan")(scan_command)
+    command(app, "scan", uses=(*API, *RAILS, *REGISTRY_HOST))(scan_command)

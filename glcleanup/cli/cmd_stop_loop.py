@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 import typer
 
-from glcleanup.cli.options import command, json_mode
+from glcleanup.cli.options import RAILS, REGISTRY_URL, command, json_mode
 from glcleanup.cli.output import ask_yes, can_ask, emit_json, emit_table, info
 from glcleanup.errors import ExitCode
 from glcleanup.ops.stop_loop import DEFAULT_SETTLE, StopLoopReport, StopLoopRequest, stop_loop
@@ -17,14 +17,17 @@ _PLAN = ["id", "path", "action", "from", "to", "status_updated_at", "delete_star
 
 def stop_loop_command(
     settings: Settings,
-    project: Annotated[str, typer.Option("--project", help="The project's full path (group/sub/project).")],
+    project: Annotated[str, typer.Option("--project", metavar="PATH",
+        help="The project's full path (group/sub/project).")],
     repository: Annotated[list[str] | None, typer.Option(
-        "--repository", help="Only this container repository id; repeatable.")] = None,
+        "--repository", metavar="ID", help="Only this container repository id; repeatable.")] = None,
     mode: Annotated[str, typer.Option(
-        "--mode", help="done: remove the rows as GitLab does on success (registry data is left for GC); "
+        "--mode", metavar="done|failed",
+        help="done: remove the rows as GitLab does on success (registry data is left for GC); "
                        "failed: park them as delete_failed.")] = "done",
     settle: Annotated[float, typer.Option(
-        "--settle", help="Seconds to watch for a running worker writing a row back.")] = DEFAULT_SETTLE,
+        "--settle", metavar="SECONDS",
+        help="Seconds to watch for a running worker writing a row back.")] = DEFAULT_SETTLE,
     disable_cleanup_policy: Annotated[bool, typer.Option(
         "--disable-cleanup-policy", help="Also disable the project's cleanup policy and reset its runs.")] = False,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Apply. Without it only the plan is shown.")] = False,
@@ -105,4 +108,4 @@ def _render_leftovers(left: dict[str, Any]) -> None:
 
 
 def register(app: typer.Typer) -> None:
-    command(app, "stop-loop")(stop_loop_command)
+    command(app, "stop-loop", uses=(*RAILS, *REGISTRY_URL))(stop_loop_command)

@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 import typer
 
-from glcleanup.cli.options import command, json_mode
+from glcleanup.cli.options import RAILS, command, json_mode
 from glcleanup.cli.output import emit_json, emit_table, info
 from glcleanup.errors import ExitCode
 from glcleanup.journal.store import list_journals
@@ -61,4 +61,4 @@ def render_undo(report: UndoReport) -> None:
 
 
 def register(app: typer.Typer) -> None:
-    command(app, "undo")(undo_command)
+    command(app, "undo", uses=RAILS)(undo_command)
