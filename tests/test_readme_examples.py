@@ -40,6 +40,12 @@ EXAMPLES: dict[str, int | str] = {
     "glcleanup logs /tmp/rlab/registry.log --since 15m": 1,  # the loop is live
     "glcleanup stop-loop --project acme/platform/api --mode failed --yes": 0,
     "glcleanup stop-loop --project acme/platform/api --yes": 0,  # nothing left to stop: the plan is empty
+    "glcleanup lab delete-image acme/website 4": 0,
+    'glcleanup stub on --registry-host local --dir "$GLCLEANUP_LAB_DIR/stub" --listen 127.0.0.1:38443 --yes': 0,
+    "glcleanup lab registry-url http://127.0.0.1:38443": 0,
+    "glcleanup scan --project acme/website": 0,  # the stub answered GitLab's DELETE: the row is gone
+    "glcleanup lab registry-url --reset": 0,
+    'glcleanup stub off --registry-host local --dir "$GLCLEANUP_LAB_DIR/stub" --yes': 0,
     "glcleanup stub on --registry-host root@registry.example.com --cert "
     "/var/opt/docker/registry/certs/docker-registry.crt --key /var/opt/docker/registry/certs/docker-registry.key "
     '--stop-registry "docker stop registry" --start-registry "docker start registry" --quiet-minutes 10 --yes':
@@ -80,8 +86,8 @@ def test_readme_examples_exit_as_documented(tmp_path: Path) -> None:
         for old, new in SUBSTITUTIONS.items():
             command = command.replace(old, new)
         lines.append(f"{command} >out.{number} 2>err.{number}; echo \"rc $?\"")
-        if number == 1:  # let the worker loop a moment, as the README's scan shows it looping
-            lines.append("sleep 2")
+        if command.startswith(("glcleanup lab delete-image acme/platform", "glcleanup lab registry-url http")):
+            lines.append("sleep 2")  # let the worker make a pass, as the README says ("a moment later")
     home = tmp_path / "home"
     env = {"PATH": f"{BIN}:{os.environ['PATH']}", "HOME": str(home), "XDG_STATE_HOME": str(home / "state"),
            "WORK": str(tmp_path), "LANG": "C.UTF-8"}

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 from typer.core import TyperGroup
 
+from glcleanup import __version__
 from glcleanup.cli import (
     cmd_config,
     cmd_demo,
@@ -60,16 +61,26 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     pretty_exceptions_show_locals=False,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion (bash, zsh, fish)
     rich_markup_mode=None,
 )
 
 
+def _show_version(value: bool) -> None:
+    if value:
+        typer.echo(__version__)
+        raise typer.Exit(0)
+
+
 @app.callback()
-def _root() -> None:
+def _root(
+    version: Annotated[bool, typer.Option("--version", "-V", callback=_show_version, is_eager=True,
+                                          help="Show glcleanup's version and exit.")] = False,
+) -> None:
     """Find, stop and undo stuck GitLab container-registry deletions (the DIGEST_INVALID loop).
 
-    Exit codes: 0 done/nothing stuck, 1 trouble found, 2 usage or input error, 3 environment error.
+    Exit codes: 0 done/nothing stuck, 1 trouble found, 2 usage or input error, 3 environment error,
+    130 interrupted.
     """
 
 

@@ -33,4 +33,4 @@ def config(settings: Settings) -> int:
 
 
 def register(app: typer.Typer) -> None:
-    command(app, "config")(config)
+    command(app, "config", short_help="Show the resolved settings and where they came from.")(config)

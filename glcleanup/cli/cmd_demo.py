@@ -19,4 +19,4 @@ def demo(
 
 
 def register(app: typer.Typer) -> None:
-    plain_command(app, "demo")(demo)
+    plain_command(app, "demo", short_help="The whole incident and its cure in a local lab.")(demo)

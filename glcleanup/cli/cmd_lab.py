@@ -20,6 +20,7 @@ from glcleanup.errors import LabError
 from glcleanup.lab.lab import DEFAULT_TIME_SCALE, DEFAULT_VERSION, Lab, default_dir
 
 lab_app = typer.Typer(name="lab", help="The local incident lab: real registry + simulated GitLab on 127.0.0.1.",
+                      short_help="The local incident lab (real registry, simulated GitLab).",
                       no_args_is_help=True)
 
 DirOption = Annotated[Path | None, typer.Option(
@@ -38,7 +39,7 @@ def _exports(env: dict[str, str]) -> str:
     return "".join(f"export {key}={shlex.quote(value)}\n" for key, value in env.items())
 
 
-@plain_command(lab_app, "up")
+@plain_command(lab_app, "up", short_help="Start the lab; print its settings as exports.")
 def up(
     directory: DirOption = None,
     version: Annotated[str, typer.Option("--version", metavar="VERSION", help="GitLab version to simulate "
@@ -99,7 +100,7 @@ def down(
     info("lab: stopped" if ran else "lab: nothing was running")
 
 
-@plain_command(lab_app, "status")
+@plain_command(lab_app, "status", short_help="Is it up, where, repositories by status.")
 def status(
     directory: DirOption = None,
     output: Annotated[Output | None, typer.Option("-o", "--output", help="table or json.")] = None,
@@ -120,7 +121,7 @@ def status(
     return 0 if doc["state"] == "up" else 1
 
 
-@plain_command(lab_app, "delete-image")
+@plain_command(lab_app, "delete-image", short_help="Delete an image as the GitLab UI does.")
 def delete_image(
     project: Annotated[str, typer.Argument(help="Project full path, e.g. acme/website.")],
     repo_id: Annotated[str, typer.Argument(help="Container repository id.")],
@@ -133,6 +134,33 @@ def delete_image(
         code = Lab.load(_directory(directory)).delete_image(path, rid)
         info(f"lab: DELETE answered {code}; repository {rid} of {path} is now delete_scheduled")
         return code
+
+    act()
+
+
+@plain_command(lab_app, "registry-url", short_help="Point the simulated GitLab at another registry URL.")
+def registry_url(
+    url: Annotated[str | None, typer.Argument(
+        help="Where GitLab's deletion worker sends its requests (registry_api_url), e.g. the stub's URL; "
+             "omit it to show the current one.", metavar="URL", show_default=False)] = None,
+    ca: Annotated[Path | None, typer.Option("--ca", metavar="FILE",
+                                            help="CA bundle GitLab trusts for that URL (a TLS stub).")] = None,
+    reset: Annotated[bool, typer.Option("--reset", help="Back to the lab's own registry.")] = False,
+    directory: DirOption = None,
+) -> None:
+    """Point the simulated GitLab at another registry URL (the stub or the proxy), to rehearse `stub on`."""
+
+    def act() -> None:
+        lab = Lab.load(_directory(directory))
+        if reset:
+            state = lab.state()
+            lab.set_registry_api_url(lab.registry_url, state.get("registry_ca") or "")
+        elif url is not None:
+            validate.http_url(url, "URL")
+            if ca is not None and not ca.is_file():
+                raise LabError(f"--ca {ca}: no such file")
+            lab.set_registry_api_url(url, str(ca.resolve()) if ca else None)
+        typer.echo(lab.registry_api_url())
 
     act()
 

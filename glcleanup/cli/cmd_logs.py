@@ -96,4 +96,5 @@ def _render_truncate(outcome: dict[str, Any], as_json: bool) -> None:
 
 
 def register(app: typer.Typer) -> None:
-    command(app, "logs", uses=REGISTRY_HOST)(logs_command)
+    command(app, "logs", uses=REGISTRY_HOST,
+            short_help="The loop's evidence in the registry log, and the disk.")(logs_command)

@@ -61,4 +61,5 @@ def render(report: ScanReport) -> None:
 
 
 def register(app: typer.Typer) -> None:
-    command(app, "scan", uses=(*API, *RAILS, *REGISTRY_HOST))(scan_command)
+    command(app, "scan", uses=(*API, *RAILS, *REGISTRY_HOST),
+            short_help="What is stuck in deletion, and is it looping now?")(scan_command)

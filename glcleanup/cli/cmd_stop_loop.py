@@ -108,4 +108,5 @@ def _render_leftovers(left: dict[str, Any]) -> None:
 
 
 def register(app: typer.Typer) -> None:
-    command(app, "stop-loop", uses=(*RAILS, *REGISTRY_URL))(stop_loop_command)
+    command(app, "stop-loop", uses=(*RAILS, *REGISTRY_URL),
+            short_help="Stop a loop in GitLab's database: plan, journal, verify.")(stop_loop_command)

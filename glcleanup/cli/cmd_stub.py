@@ -16,6 +16,7 @@ from glcleanup.stub.render import DEFAULT_DIR, build_config, safe_path
 from glcleanup.transport import Host, open_host
 
 stub_app = typer.Typer(name="stub", no_args_is_help=True,
+                       short_help="Last resort: a registry stand-in or a probe-fixing proxy.",
                        help="Last resort: a registry stand-in (respond) or a probe-fixing proxy, and back.")
 
 DirOpt = Annotated[str, typer.Option("--dir", metavar="DIR", help="State, config and logs on the registry host.")]
@@ -41,7 +42,7 @@ def _go_ahead(yes: bool, plan: list[str], settings: Settings) -> bool:
     return confirm("apply this plan?", yes=False, json_mode=json_mode(settings))
 
 
-@command(stub_app, "on", uses=(*REGISTRY_HOST, *REGISTRY_URL))
+@command(stub_app, "on", uses=(*REGISTRY_HOST, *REGISTRY_URL), short_help="Put the stub up (checks first, rolls back).")
 def on_command(
     settings: Settings,
     mode: Annotated[str, typer.Option("--mode", metavar="respond|proxy",
@@ -116,7 +117,7 @@ def _render_on(result: OnResult, settings: Settings) -> None:
                + f" (logs: {result.config.dir}/access.log)")
 
 
-@command(stub_app, "off", uses=(*REGISTRY_HOST, *REGISTRY_URL))
+@command(stub_app, "off", uses=(*REGISTRY_HOST, *REGISTRY_URL), short_help="Take it down, restore the registry.")
 def off_command(settings: Settings, directory: DirOpt = DEFAULT_DIR, yes: YesOpt = False) -> int:
     """Stop the stub and restore exactly what `on` recorded (off twice is fine)."""
     path = safe_path(directory, "--dir")
@@ -147,7 +148,7 @@ def _render_off(result: OffResult, settings: Settings) -> int:
     return int(ExitCode.TROUBLE if trouble else ExitCode.OK)
 
 
-@command(stub_app, "status", uses=REGISTRY_HOST)
+@command(stub_app, "status", uses=REGISTRY_HOST, short_help="On or off, since when, last DELETE.")
 def status_command(settings: Settings, directory: DirOpt = DEFAULT_DIR) -> int:
     """Is the stub on, since when, how many requests, and the last DELETE it answered."""
     path = safe_path(directory, "--dir")

@@ -61,4 +61,4 @@ def render_undo(report: UndoReport) -> None:
 
 
 def register(app: typer.Typer) -> None:
-    command(app, "undo", uses=RAILS)(undo_command)
+    command(app, "undo", uses=RAILS, short_help="Put back what a stop-loop journal recorded; --list.")(undo_command)
