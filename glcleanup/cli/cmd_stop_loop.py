@@ -36,7 +36,15 @@ def stop_loop_command(
     request = StopLoopRequest(project=project, repositories=list(repository or []), mode=mode, settle=settle,
                               disable_cleanup_policy=disable_cleanup_policy, apply=yes)
     interactive = not yes and can_ask(json_mode(settings))
-    report = stop_loop(settings, request, confirm=_ask if interactive else None)
+    asked: list[bool] = []
+
+    def ask(plan: StopLoopReport) -> bool:
+        asked.append(_ask(plan))
+        return asked[-1]
+
+    report = stop_loop(settings, request, confirm=ask if interactive else None)
+    if asked and not asked[-1]:
+        return int(ExitCode.OK)  # "n": the plan was shown once and "nothing changed" said
     if json_mode(settings):
         emit_json(report.to_json())
     else:

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 import typer
 
 from glcleanup.cli.options import RAILS, command, json_mode
-from glcleanup.cli.output import emit_json, emit_table, info
+from glcleanup.cli.output import ask_yes, can_ask, emit_json, emit_table, info
 from glcleanup.errors import ExitCode
 from glcleanup.journal.store import list_journals
 from glcleanup.ops.undo import UndoReport, undo
@@ -28,6 +28,11 @@ def undo_command(
     if list_only:
         return render_list(list_journals(), json_mode(settings))
     report = undo(settings, journal, apply=yes)
+    if not yes and report.result.get("restore") and not report.already_undone and can_ask(json_mode(settings)):
+        render_undo(report, dry_run_hint=False)  # like stop-loop: the plan, then one question
+        if not ask_yes("Restore these rows?"):
+            return int(ExitCode.OK)
+        report = undo(settings, report.journal, apply=True)  # the same journal, whatever is newer now
     if json_mode(settings):
         emit_json(report.to_json())
     else:
@@ -44,7 +49,7 @@ def render_list(entries: list[dict[str, Any]], as_json: bool) -> int:
     return int(ExitCode.OK)
 
 
-def render_undo(report: UndoReport) -> None:
+def render_undo(report: UndoReport, dry_run_hint: bool = True) -> None:
     doc = report.to_json()
     if report.already_undone:
         typer.echo(f"{doc['journal']} was already undone at {report.result.get('undone_at')}; nothing changed")
@@ -54,7 +59,7 @@ def render_undo(report: UndoReport) -> None:
                empty="(nothing to restore)")
     if doc["applied"]:
         typer.echo("Restored exactly as journaled." if doc["exact"] else f"Restored; differences: {doc['mismatches']}")
-    elif doc["restore"]:
+    elif doc["restore"] and dry_run_hint:
         info("dry run: nothing was changed; add --yes to restore")
     for warning in doc["warnings"]:
         info(f"warning: {warning}")
