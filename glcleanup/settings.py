@@ -30,6 +30,7 @@ class Settings:
     ssl_verify: bool | str = True
     gitlab_section: str | None = None
     config_file: str | None = None
+    config_source: str | None = None  # "FILE [SECTION]" actually read, for `config`
     rails_host: str | None = None
     rails_runner: str = DEFAULT_RUNNER
     registry_host: str | None = None
@@ -87,6 +88,9 @@ def _config_files(config_file: str | None) -> list[str]:
             if Path(p).is_file()]
 
 
+_SECTION_KEY = "the section"
+
+
 def _read_section(files: list[str], section: str | None) -> dict[str, str]:
     """One section of the python-gitlab INI files (the `[global] default` one when unnamed)."""
     if not files:
@@ -109,6 +113,7 @@ def _read_section(files: list[str], section: str | None) -> dict[str, str]:
     for key in ("ssl_verify",):
         if key not in values and parser.has_option("global", key):
             values[key] = parser.get("global", key)
+    values[_SECTION_KEY] = name  # not an INI key (configparser lowercases keys and allows no spaces)
     return values
 
 
@@ -141,7 +146,9 @@ def resolve(
 ) -> Settings:
     """Merge flags (already merged with their env vars by the CLI) with the config file."""
     env = os.environ if environ is None else environ
-    section = _read_section(_config_files(config_file), gitlab_section)
+    files = _config_files(config_file)
+    section = _read_section(files, gitlab_section)
+    section_name = section.pop(_SECTION_KEY, None)
     token, token_source = None, None
     for var in TOKEN_ENV_VARS:
         if env.get(var):
@@ -170,6 +177,7 @@ def resolve(
         ssl_verify=_ssl_verify(env.get("GITLAB_SSL_VERIFY") or section.get("ssl_verify")),
         gitlab_section=gitlab_section,
         config_file=config_file,
+        config_source=f"{', '.join(files)} [{section_name}]" if section_name else None,
         rails_host=rails_host or section.get("glcleanup_rails_host") or None,
         rails_runner=rails_runner or section.get("glcleanup_rails_runner") or DEFAULT_RUNNER,
         registry_host=registry_host or section.get("glcleanup_registry_host") or None,

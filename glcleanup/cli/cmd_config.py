@@ -16,6 +16,7 @@ def config(settings: Settings) -> int:
         "token": "set" if settings.token else None,
         "token_source": settings.token_source,
         "gitlab_section": settings.gitlab_section,
+        "config": settings.config_source or "(no python-gitlab config section used)",
         "rails_host": settings.rails_host,
         "rails_runner": settings.rails_runner,
         "registry_host": settings.registry_host,
