@@ -52,7 +52,40 @@ def emit_table(rows: Iterable[Mapping[str, Any]], columns: Sequence[str], title:
     if not rows:
         typer.echo(empty)
         return
-    typer.echo(tabulate([[_cell(r.get(c)) for c in columns] for r in rows], headers=list(columns)))
+    cells = [[_cell(r.get(c)) for c in columns] for r in rows]
+    widths = fit_widths([list(columns), *cells], terminal_width())
+    typer.echo(tabulate(cells, headers=list(columns), maxcolwidths=widths))  # type: ignore[arg-type]
+
+
+MIN_COLUMN = 12
+_GAP = 2  # tabulate's "simple" format puts two spaces between columns
+
+
+def terminal_width() -> int | None:
+    """The width to fit: the terminal's (or $COLUMNS); None when stdout is a pipe (never wrap for tools)."""
+    if os.environ.get("COLUMNS", "").isdigit():
+        return int(os.environ["COLUMNS"])
+    if sys.stdout.isatty():
+        return os.get_terminal_size(sys.stdout.fileno()).columns
+    return None
+
+
+def fit_widths(table: Sequence[Sequence[str]], width: int | None) -> list[int | None] | None:
+    """Column widths that make the table fit `width`: the widest columns give way first, down to
+    MIN_COLUMN; tabulate then wraps their cells (a 220-character doctor detail, a digest list)."""
+    if not width or not table:
+        return None
+    natural = [max(len(line) for row in table for line in (row[i] or "").splitlines() or [""])
+               for i in range(len(table[0]))]
+    limits = list(natural)
+    while sum(limits) + _GAP * (len(limits) - 1) > width:
+        widest = max(range(len(limits)), key=lambda i: limits[i])
+        if limits[widest] <= MIN_COLUMN:
+            break
+        limits[widest] -= 1
+    if limits == natural:
+        return None
+    return [limit if limit < nat else None for limit, nat in zip(limits, natural, strict=True)]
 
 
 def _cell(value: Any) -> str:
