@@ -16,8 +16,8 @@ def parse_duration(text: str, *, allow_all: bool = False) -> timedelta | None:
     value = text.strip().lower()
     if allow_all and value == "all":
         return None
-    if value.isdigit():
-        value += "m"
+    if value.isdigit():  # `--since 15`: minutes or seconds? refuse rather than guess
+        raise UsageError(f"duration {text!r} has no unit: write {value}s, {value}m, {value}h or {value}d")
     if not value or _PART.sub("", value):
         raise UsageError(f"invalid duration {text!r}: use forms like 90s, 15m, 2h, 1d" +
                          (" or all" if allow_all else ""))

@@ -16,6 +16,7 @@ class ExitCode(IntEnum):
     TROUBLE = 1  # the command ran and found trouble (stuck, looping, not stopped, check failed)
     USAGE = 2  # bad option or input: nothing was touched
     ENVIRONMENT = 3  # cannot connect, auth refused, host key refused, not found, runner failed
+    INTERRUPTED = 130  # Ctrl-C, SIGTERM or SIGHUP (128 + SIGINT, as shells report an interrupt)
 
 
 class GlcleanupError(Exception):
@@ -92,6 +93,13 @@ class JournalError(GlcleanupError):
 
 class CheckFailed(GlcleanupError):
     """A doctor check ran and the answer is no."""
+
+
+class Interrupted(GlcleanupError):
+    """Ctrl-C, SIGTERM or SIGHUP stopped a command; the message says exactly what was left behind
+    (committed or not, the journal, the undo command)."""
+
+    exit_code = ExitCode.INTERRUPTED
 
 
 class LabError(GlcleanupError):

@@ -12,6 +12,7 @@ import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from glcleanup import validate
 from glcleanup.errors import ConfigError
 from glcleanup.transport import SSHOptions
 
@@ -29,14 +30,21 @@ class Settings:
     ssl_verify: bool | str = True
     gitlab_section: str | None = None
     config_file: str | None = None
+    config_source: str | None = None  # "FILE [SECTION]" actually read, for `config`
     rails_host: str | None = None
     rails_runner: str = DEFAULT_RUNNER
     registry_host: str | None = None
     registry_url: str | None = None
+    registry_ca: str | None = None
     ssh_key: str | None = None
     known_hosts: str | None = None
     output: str | None = None
     verbose: bool = False
+
+    @property
+    def registry_verify(self) -> bool | str:
+        """How the registry's TLS is checked: --registry-ca, else the GitLab setting (GITLAB_SSL_VERIFY)."""
+        return self.registry_ca or self.ssl_verify
 
     @property
     def ssh_options(self) -> SSHOptions:
@@ -80,6 +88,9 @@ def _config_files(config_file: str | None) -> list[str]:
             if Path(p).is_file()]
 
 
+_SECTION_KEY = "the section"
+
+
 def _read_section(files: list[str], section: str | None) -> dict[str, str]:
     """One section of the python-gitlab INI files (the `[global] default` one when unnamed)."""
     if not files:
@@ -102,6 +113,7 @@ def _read_section(files: list[str], section: str | None) -> dict[str, str]:
     for key in ("ssl_verify",):
         if key not in values and parser.has_option("global", key):
             values[key] = parser.get("global", key)
+    values[_SECTION_KEY] = name  # not an INI key (configparser lowercases keys and allows no spaces)
     return values
 
 
@@ -125,6 +137,7 @@ def resolve(
     rails_runner: str | None = None,
     registry_host: str | None = None,
     registry_url: str | None = None,
+    registry_ca: str | None = None,
     ssh_key: str | None = None,
     known_hosts: str | None = None,
     output: str | None = None,
@@ -133,7 +146,9 @@ def resolve(
 ) -> Settings:
     """Merge flags (already merged with their env vars by the CLI) with the config file."""
     env = os.environ if environ is None else environ
-    section = _read_section(_config_files(config_file), gitlab_section)
+    files = _config_files(config_file)
+    section = _read_section(files, gitlab_section)
+    section_name = section.pop(_SECTION_KEY, None)
     token, token_source = None, None
     for var in TOKEN_ENV_VARS:
         if env.get(var):
@@ -146,17 +161,28 @@ def resolve(
                 break
     if token and token.startswith("helper:"):
         raise ConfigError("python-gitlab 'helper:' tokens are not supported yet; export GITLAB_PRIVATE_TOKEN")
+    the_url = url or env.get("GITLAB_URL") or section.get("url") or None
+    the_registry_url = registry_url or section.get("glcleanup_registry_url") or None
+    if the_url:
+        validate.http_url(the_url, "--url (GITLAB_URL)")
+    if the_registry_url:
+        validate.http_url(the_registry_url, "--registry-url (GLCLEANUP_REGISTRY_URL)")
+    the_registry_ca = registry_ca or section.get("glcleanup_registry_ca") or None
+    if the_registry_ca and not Path(the_registry_ca).expanduser().is_file():
+        raise ConfigError(f"--registry-ca (GLCLEANUP_REGISTRY_CA) {the_registry_ca}: no such file (a PEM CA bundle)")
     return Settings(
-        url=(url or env.get("GITLAB_URL") or section.get("url") or None),
+        url=the_url,
         token=token,
         token_source=token_source,
         ssl_verify=_ssl_verify(env.get("GITLAB_SSL_VERIFY") or section.get("ssl_verify")),
         gitlab_section=gitlab_section,
         config_file=config_file,
+        config_source=f"{', '.join(files)} [{section_name}]" if section_name else None,
         rails_host=rails_host or section.get("glcleanup_rails_host") or None,
         rails_runner=rails_runner or section.get("glcleanup_rails_runner") or DEFAULT_RUNNER,
         registry_host=registry_host or section.get("glcleanup_registry_host") or None,
-        registry_url=registry_url or section.get("glcleanup_registry_url") or None,
+        registry_url=the_registry_url,
+        registry_ca=str(Path(the_registry_ca).expanduser()) if the_registry_ca else None,
         ssh_key=ssh_key or section.get("glcleanup_ssh_key") or None,
         known_hosts=known_hosts or section.get("glcleanup_known_hosts") or None,
         output=output,

@@ -47,3 +47,26 @@ def repository_id(value: str | int) -> int:
     if not text.isdigit() or not text.isascii() or len(text) > 18 or int(text) <= 0:
         raise UsageError(f"repository id must be a positive integer, got: {text[:40]!r}")
     return int(text)
+
+
+def http_url(value: str, option: str) -> str:
+    """An http(s) base URL with a host, or a UsageError naming the option and the fix (exit 2).
+
+    Without this, `--url 127.0.0.1:8080` reaches requests as a path and fails deep inside with
+    `InvalidSchema`; the admin needs one line saying the scheme is missing.
+    """
+    from urllib.parse import urlsplit
+
+    text = value.strip()
+    shown = text.encode("unicode_escape").decode("ascii")[:120]
+    try:
+        parts = urlsplit(text)
+        port = parts.port  # raises ValueError for a non-numeric or out-of-range port
+    except ValueError as exc:
+        raise UsageError(f"{option} {shown}: not a valid URL ({exc})") from exc
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        hint = f"; add the scheme, e.g. https://{shown}" if "://" not in text else ""
+        raise UsageError(f"{option} {shown}: not an http(s) URL{hint}")
+    if any(ch.isspace() for ch in text) or port == 0:
+        raise UsageError(f"{option} {shown}: not a valid URL")
+    return value

@@ -18,7 +18,7 @@ import pytest
 from glcleanup.errors import JournalError, LockedError, NotFoundError, UsageError
 from glcleanup.journal import store as journal_mod
 from glcleanup.journal.lock import lock_path, project_lock
-from glcleanup.journal.store import APPLIED, ROLLED_BACK, Journal, ensure_writable
+from glcleanup.journal.store import APPLIED, RECORDED, ROLLED_BACK, UNDONE, Journal, ensure_writable
 from glcleanup.ops.leftovers import registry_leftovers
 from glcleanup.paths import journal_dir
 from tests.support.net import free_port
@@ -50,12 +50,37 @@ def test_fallback_to_home_when_xdg_state_home_is_unset(monkeypatch: pytest.Monke
 
 
 def test_latest_for_undo_skips_rolled_back_runs() -> None:
-    with pytest.raises(NotFoundError, match="no journal to undo"):
+    with pytest.raises(NotFoundError, match="no applied, not yet undone journal"):
         journal_mod.latest_for_undo()
     first = new_journal(APPLIED)
     time.sleep(0.01)
     new_journal(ROLLED_BACK)
     assert journal_mod.latest_for_undo().path == first.path
+
+
+def test_latest_for_undo_is_the_newest_applied_not_yet_undone_one() -> None:
+    """Before: the newest journal was picked even when it was already undone, and undo refused."""
+    applied = new_journal(APPLIED)
+    time.sleep(0.01)
+    new_journal(UNDONE)
+    time.sleep(0.01)
+    new_journal(RECORDED)
+    assert journal_mod.latest_for_undo().path == applied.path
+    applied.data["state"] = UNDONE
+    applied.save()
+    with pytest.raises(NotFoundError, match=r"1 journal\(s\) may hold a change whose commit was not confirmed"):
+        journal_mod.latest_for_undo()
+
+
+def test_list_journals_newest_first_with_time_project_mode_state(tmp_path: Path) -> None:
+    old = new_journal(APPLIED)
+    time.sleep(0.01)
+    new = new_journal(UNDONE)
+    (old.path.parent / "zz-broken.json").write_text("{")
+    entries = journal_mod.list_journals()
+    assert [e["state"] for e in entries] == ["unreadable", "undone", "applied"]
+    assert [e["journal"] for e in entries[1:]] == [str(new.path), str(old.path)]
+    assert set(entries[1]) >= {"time", "project", "mode", "state", "journal"}
 
 
 def test_not_a_journal_is_refused(tmp_path: Path) -> None:

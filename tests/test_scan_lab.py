@@ -98,3 +98,19 @@ def test_scan_on_16_6_reports_every_state_through_the_runner(tmp_path: Path) -> 
         assert row["path"] == "alice/sandbox"
         assert row["status"] in ("delete_scheduled", "delete_ongoing")
         assert "failed_deletion_count" not in row  # the column does not exist before 17.5
+
+
+def test_filters_combine_as_a_union_on_both_sources(looping_lab: Lab) -> None:
+    """`--group acme --project alice/sandbox`: rows of the group OR the project (README), on api and rails."""
+    code, out, err = _invoke(looping_lab, "scan", "--group", "acme", "--project", "alice/sandbox", "-o", "json")
+    assert code == 1, err
+    rows = json.loads(out)["repositories"]
+    assert [(r["path"], r["sources"]) for r in rows] == [("acme/platform/api", ["api", "rails"])]
+
+
+def test_an_unknown_group_is_exit_3_on_every_source(looping_lab: Lab) -> None:
+    for source in ("api", "rails", "all"):
+        code, out, err = _invoke(looping_lab, "scan", "--source", source, "--group", "nope", "-o", "json")
+        assert code == 3, (source, out, err)
+        assert "not found" in err.lower()
+        assert out == ""

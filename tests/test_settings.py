@@ -96,3 +96,13 @@ def test_a_token_on_the_command_line_is_not_an_option() -> None:
     result = CliRunner().invoke(app, ["scan", "--token", "glpat-xyz"])
     assert result.exit_code == 2
     assert "glpat-xyz" not in result.stdout
+
+
+def test_config_names_the_file_and_section_it_used(cfg: Path) -> None:
+    default = CliRunner().invoke(app, ["config", "-c", str(cfg), "-o", "json"])
+    assert json.loads(default.stdout)["config"] == f"{cfg} [prod]"
+    named = CliRunner().invoke(app, ["config", "-c", str(cfg), "-g", "staging", "-o", "json"])
+    assert json.loads(named.stdout)["config"] == f"{cfg} [staging]"
+    assert "glpat-from-config" not in default.stdout + named.stdout
+    none = CliRunner().invoke(app, ["config", "-o", "json"])
+    assert json.loads(none.stdout)["config"] == "(no python-gitlab config section used)"

@@ -171,11 +171,16 @@ def test_apply_then_undo_restores_the_database_byte_for_byte(lab_db: tuple[Path,
     assert json.loads(undone.stdout)["exact"] is True
     assert dump(db) == before_dump
     assert json.loads(Path(doc["journal"]).read_text())["state"] == "undone"
-    again = cli("undo", "--yes")
+    again = cli("undo", "--yes")  # the newest applied, not yet undone journal: there is none left
     assert again.exit_code == 3
-    assert "already undone" in again.stderr
+    assert again.stderr.startswith("glcleanup: error: no applied, not yet undone journal in ")
+    assert again.stderr.count("\n") == 1
+    twice = cli("undo", doc["journal"], "--yes")  # undoing twice: nothing to do, said once
+    assert twice.exit_code == 0, twice.output
+    assert json.loads(twice.stdout)["already_undone"] is True
+    assert twice.stderr == ""
     assert dump(db) == before_dump
-    assert boots(db) == 3  # stop-loop, undo preview, undo; the refused one never booted
+    assert boots(db) == 3  # stop-loop, undo preview, undo; the refused ones never booted
 
 
 def test_undo_refuses_when_rows_changed_since(lab_db: tuple[Path, str, dict[str, int]]) -> None:
@@ -217,9 +222,10 @@ def test_repository_narrowing_and_foreign_ids(lab_db: tuple[Path, str, dict[str,
 
     frozen = dump(db)
     foreign = stop("--repository", str(ids["outside"]), "--yes")
-    assert foreign.exit_code == 3
+    assert foreign.exit_code == 2  # an input error, said once
     assert f"container repository {ids['outside']} does not belong to project acme/web" in foreign.stderr
-    assert "nothing was changed" in foreign.stderr
+    assert foreign.stderr.count("nothing was changed") == 1
+    assert foreign.stderr.count("\n") == 1
     missing = cli("stop-loop", "--project", "acme/nope", "--yes")
     assert missing.exit_code == 3
     assert "project not found: acme/nope" in missing.stderr
@@ -258,7 +264,7 @@ def test_ruby_exception_mid_apply_rolls_everything_back(lab_db: tuple[Path, str,
     assert journal["state"] == "rolled_back"
     nothing = cli("undo")
     assert nothing.exit_code == 3
-    assert "no journal to undo" in nothing.stderr
+    assert "no applied, not yet undone journal" in nothing.stderr
 
 
 def test_second_stop_loop_on_the_same_project_is_refused(lab_db: tuple[Path, str, dict[str, int]],
@@ -316,3 +322,16 @@ def test_undo_defaults_to_the_journals_runner(lab_db: tuple[Path, str, dict[str,
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["exact"] is True
     assert dump(db) == before
+
+
+def test_stop_loop_twice_is_one_line(lab_db: tuple[Path, str, dict[str, int]]) -> None:
+    db, _version, _ids = lab_db
+    args = ["stop-loop", "--project", "other/x", "--settle", "0.1", "--yes", "--rails-host", "local",
+            "--rails-runner", RUNNER]
+    first = CliRunner().invoke(app, [*args, "-o", "json"], env={"GLCLEANUP_LAB_DB": str(db)})
+    assert first.exit_code == 0, first.output
+    again = CliRunner().invoke(app, [*args, "-o", "table"], env={"GLCLEANUP_LAB_DB": str(db)})
+    assert again.exit_code == 0, again.output
+    assert again.stdout.count("\n") == 1, again.stdout
+    assert again.stdout.startswith("nothing to stop in other/x: no repository is in delete_scheduled/delete_ongoing")
+    assert again.stderr == ""

@@ -126,7 +126,9 @@ def test_env_file() -> None:
     assert "STUB_DIR=/srv/stub\n" in env
     assert "STUB_CERT=/etc/c.pem\n" in env
     assert "STUB_IMAGE=nginx:1.26\n" in env
-    assert "STUB_KEY=/srv/stub/no-tls.placeholder" in render_env(build_config(dir="/srv/stub"))
+    env = render_env(build_config(dir="/srv/stub"))
+    assert "STUB_KEY=/srv/stub/no-tls-key.placeholder" in env
+    assert "STUB_CERT=/srv/stub/no-tls-cert.placeholder" in env  # distinct: compose refuses duplicate volumes
 
 
 def _compose_cli() -> list[str] | None:
@@ -272,3 +274,19 @@ runner = CliRunner()
 def test_cli_rejects_bad_input_with_exit_2(args: list[str], tmp_path: Path) -> None:
     result = runner.invoke(app, args, env={**os.environ})
     assert result.exit_code == 2, result.output
+
+
+@pytest.mark.skipif(_compose_cli() is None, reason="no docker-compose / docker compose")
+def test_compose_file_without_tls_is_valid(tmp_path: Path) -> None:
+    """Without --cert the two read-only mounts get distinct placeholders: compose refused the file before
+    (`services.stub.volumes ... has non-unique elements`)."""
+    directory = tmp_path / "stub"
+    directory.mkdir()
+    config = build_config(listen="127.0.0.1:8080", dir=str(directory), deploy="compose")
+    (directory / "docker-compose.yml").write_text(stub_file("docker-compose.yml"))
+    (directory / ".env").write_text(render_env(config))
+    cli = _compose_cli()
+    assert cli is not None
+    out = subprocess.run([*cli, "-p", config.compose_project, "-f", str(directory / "docker-compose.yml"),
+                          "config", "-q"], capture_output=True, text=True, check=False, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr

@@ -16,10 +16,13 @@ def config(settings: Settings) -> int:
         "token": "set" if settings.token else None,
         "token_source": settings.token_source,
         "gitlab_section": settings.gitlab_section,
+        "config": settings.config_source or "(no python-gitlab config section used)",
         "rails_host": settings.rails_host,
         "rails_runner": settings.rails_runner,
         "registry_host": settings.registry_host,
         "registry_url": settings.registry_url,
+        "registry_ca": settings.registry_ca,
+        "ssl_verify": settings.ssl_verify,
         "ssh_key": settings.ssh_key,
         "known_hosts": settings.known_hosts,
     }
@@ -31,4 +34,4 @@ def config(settings: Settings) -> int:
 
 
 def register(app: typer.Typer) -> None:
-    command(app, "config")(config)
+    command(app, "config", short_help="Show the resolved settings and where they came from.")(config)

@@ -12,11 +12,12 @@ from glcleanup.lab.demo import DEMO_VERSION, run_demo
 
 
 def demo(
-    version: Annotated[str, typer.Option("--version", help="GitLab version the lab simulates.")] = DEMO_VERSION,
+    version: Annotated[str, typer.Option("--version", metavar="VERSION",
+        help="GitLab version the lab simulates.")] = DEMO_VERSION,
 ) -> None:
     """Run the whole story in a throwaway local lab (127.0.0.1 only) and tear it down."""
     run_demo(typer.echo, version=version, table=lambda rows, columns: emit_table(rows, columns))
 
 
 def register(app: typer.Typer) -> None:
-    plain_command(app, "demo")(demo)
+    plain_command(app, "demo", short_help="The whole incident and its cure in a local lab.")(demo)

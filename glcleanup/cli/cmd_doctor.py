@@ -45,4 +45,4 @@ def render(report: DoctorReport) -> None:
 
 
 def register(app: typer.Typer) -> None:
-    command(app, "doctor")(doctor_command)
+    command(app, "doctor", short_help="Check every connection; replay GitLab's delete probe.")(doctor_command)

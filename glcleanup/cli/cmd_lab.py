@@ -16,26 +16,36 @@ import typer
 from glcleanup import validate
 from glcleanup.cli.options import plain_command
 from glcleanup.cli.output import Output, emit_json, emit_table, info, wants_json
+from glcleanup.errors import LabError
 from glcleanup.lab.lab import DEFAULT_TIME_SCALE, DEFAULT_VERSION, Lab, default_dir
 
 lab_app = typer.Typer(name="lab", help="The local incident lab: real registry + simulated GitLab on 127.0.0.1.",
+                      short_help="The local incident lab (real registry, simulated GitLab).",
                       no_args_is_help=True)
 
 DirOption = Annotated[Path | None, typer.Option(
-    "--dir", help="Lab directory (default $XDG_STATE_HOME/glcleanup/lab).", show_default=False)]
+    "--dir", metavar="DIR", help="Lab directory (default $XDG_STATE_HOME/glcleanup/lab).", show_default=False)]
+
+
+def _directory(directory: Path | None) -> Path:
+    """--dir, else the default; a path that exists must be a directory (one line, not an OSError)."""
+    path = directory or default_dir()
+    if path.exists() and not path.is_dir():
+        raise LabError(f"--dir {path} is not a directory")
+    return path
 
 
 def _exports(env: dict[str, str]) -> str:
     return "".join(f"export {key}={shlex.quote(value)}\n" for key, value in env.items())
 
 
-@plain_command(lab_app, "up")
+@plain_command(lab_app, "up", short_help="Start the lab; print its settings as exports.")
 def up(
     directory: DirOption = None,
-    version: Annotated[str, typer.Option("--version", help="GitLab version to simulate "
+    version: Annotated[str, typer.Option("--version", metavar="VERSION", help="GitLab version to simulate "
                                          "(16.6.1, 17.3.5 loop forever; 17.5.0 needs the flag; 17.6.0 caps).")]
     = DEFAULT_VERSION,
-    time_scale: Annotated[float, typer.Option("--time-scale", min=0.001,
+    time_scale: Annotated[float, typer.Option("--time-scale", metavar="SECONDS", min=0.001,
                                               help="Real seconds per GitLab minute (cron, backoff).")]
     = DEFAULT_TIME_SCALE,
     fresh: Annotated[bool, typer.Option("--fresh", help="Start from a new database and registry.")] = False,
@@ -45,7 +55,10 @@ def up(
     """Start the lab in the background and print its settings as `export` lines."""
 
     def start() -> Lab:
-        lab = Lab(directory or default_dir(), version=version, time_scale=time_scale, tls=tls)
+        lab = Lab(_directory(directory), version=version, time_scale=time_scale, tls=tls)
+        if lab.is_up():
+            info(f"lab: already up in {lab.dir}; its settings again: eval \"$(glcleanup lab env)\"")
+            return Lab.load(lab.dir)
         if fresh:
             lab.purge()
         info(f"lab: starting GitLab {version} simulation and registry in {lab.dir}")
@@ -62,7 +75,9 @@ def up(
 @plain_command(lab_app, "env")
 def env(directory: DirOption = None) -> None:
     """Print the running lab's settings as `export` lines."""
-    lab = Lab.load(directory)
+    lab = Lab.load(_directory(directory))
+    if not lab.is_up():
+        raise LabError(f"the lab in {lab.dir} is down: start it with `glcleanup lab up`")
     sys.stdout.write(_exports(lab.settings_env()))
 
 
@@ -85,7 +100,7 @@ def down(
     info("lab: stopped" if ran else "lab: nothing was running")
 
 
-@plain_command(lab_app, "status")
+@plain_command(lab_app, "status", short_help="Is it up, where, repositories by status.")
 def status(
     directory: DirOption = None,
     output: Annotated[Output | None, typer.Option("-o", "--output", help="table or json.")] = None,
@@ -106,7 +121,7 @@ def status(
     return 0 if doc["state"] == "up" else 1
 
 
-@plain_command(lab_app, "delete-image")
+@plain_command(lab_app, "delete-image", short_help="Delete an image as the GitLab UI does.")
 def delete_image(
     project: Annotated[str, typer.Argument(help="Project full path, e.g. acme/website.")],
     repo_id: Annotated[str, typer.Argument(help="Container repository id.")],
@@ -116,9 +131,36 @@ def delete_image(
 
     def act() -> int:
         path, rid = validate.project_path(project), validate.repository_id(repo_id)
-        code = Lab.load(directory).delete_image(path, rid)
+        code = Lab.load(_directory(directory)).delete_image(path, rid)
         info(f"lab: DELETE answered {code}; repository {rid} of {path} is now delete_scheduled")
         return code
+
+    act()
+
+
+@plain_command(lab_app, "registry-url", short_help="Point the simulated GitLab at another registry URL.")
+def registry_url(
+    url: Annotated[str | None, typer.Argument(
+        help="Where GitLab's deletion worker sends its requests (registry_api_url), e.g. the stub's URL; "
+             "omit it to show the current one.", metavar="URL", show_default=False)] = None,
+    ca: Annotated[Path | None, typer.Option("--ca", metavar="FILE",
+                                            help="CA bundle GitLab trusts for that URL (a TLS stub).")] = None,
+    reset: Annotated[bool, typer.Option("--reset", help="Back to the lab's own registry.")] = False,
+    directory: DirOption = None,
+) -> None:
+    """Point the simulated GitLab at another registry URL (the stub or the proxy), to rehearse `stub on`."""
+
+    def act() -> None:
+        lab = Lab.load(_directory(directory))
+        if reset:
+            state = lab.state()
+            lab.set_registry_api_url(lab.registry_url, state.get("registry_ca") or "")
+        elif url is not None:
+            validate.http_url(url, "URL")
+            if ca is not None and not ca.is_file():
+                raise LabError(f"--ca {ca}: no such file")
+            lab.set_registry_api_url(url, str(ca.resolve()) if ca else None)
+        typer.echo(lab.registry_api_url())
 
     act()
 

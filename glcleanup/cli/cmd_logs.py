@@ -8,18 +8,19 @@ from typing import Annotated, Any
 
 import typer
 
-from glcleanup.cli.options import command, json_mode
+from glcleanup.cli.options import REGISTRY_HOST, command, json_mode
 from glcleanup.cli.output import confirm, emit_json, emit_table, info
 from glcleanup.durations import parse_duration
 from glcleanup.errors import ExitCode
 from glcleanup.logs import analysis as logs
+from glcleanup.logs import loops as loop_state
 from glcleanup.logs import truncate as logs_disk
 from glcleanup.settings import Settings
 from glcleanup.transport import open_host
 
 _SOURCE_COLUMNS = ["source", "bytes", "growth_bytes_per_hour", "disk_free_bytes", "hours_to_full",
                    "window_start", "window_end"]
-_LOOP_COLUMNS = ["path", "requests", "per_minute", "codes", "user_agent", "first_seen", "last_seen"]
+_LOOP_COLUMNS = ["path", "state", "requests", "per_minute", "codes", "user_agent", "first_seen", "last_seen"]
 
 
 def logs_command(
@@ -28,13 +29,13 @@ def logs_command(
         help="Log on --registry-host: a file path, docker:NAME, or omnibus (default).",
         metavar="SRC", show_default=False)] = None,
     since: Annotated[str, typer.Option(
-        "--since", help="Window ending at the newest entry: 15m, 2h, 1d, or all.")] = "15m",
+        "--since", metavar="DURATION", help="Window ending at the newest entry: 15m, 2h, 1d, or all.")] = "15m",
     truncate: Annotated[bool, typer.Option(
         "--truncate", help="Empty the log(s) after saving the evidence (plan first; needs --yes or a yes).")
     ] = False,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Apply --truncate without asking.")] = False,
 ) -> int:
-    """Show registry-log evidence of a DELETE loop (exit 1 when a loop is found)."""
+    """Show registry-log evidence of a DELETE loop (exit 1 while a loop is active; an ended one is shown)."""
     window = parse_duration(since, allow_all=True)
     host = open_host(settings.registry_host or "local", settings.ssh_options)
     as_json = json_mode(settings)
@@ -78,7 +79,7 @@ def render(report: logs.LogReport) -> None:
     rows = [{**s, "bytes": _size(s["bytes"]), "disk_free_bytes": _size(s["disk_free_bytes"]),
              "growth_bytes_per_hour": _size(s["growth_bytes_per_hour"])} for s in report.sources]
     emit_table(rows, _SOURCE_COLUMNS, title="Registry logs:")
-    emit_table(report.loops, _LOOP_COLUMNS, title="\nDELETE loops:", empty="(none)")
+    emit_table(loop_state.table_rows(report.loops), _LOOP_COLUMNS, title="\nDELETE loops:", empty="(none)")
     typer.echo(f"\n{report.verdict()}")
 
 
@@ -117,4 +118,5 @@ def _render_truncate(outcome: dict[str, Any], as_json: bool) -> None:
 
 
 def register(app: typer.Typer) -> None:
-    command(app, "logs")(logs_command)
+    command(app, "logs", uses=REGISTRY_HOST,
+            short_help="The loop's evidence in the registry log, and the disk.")(logs_command)

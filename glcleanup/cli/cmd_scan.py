@@ -6,32 +6,35 @@ from typing import Annotated
 
 import typer
 
-from glcleanup.cli.options import command, json_mode
+from glcleanup.cli.options import API, RAILS, REGISTRY_HOST, command, json_mode
 from glcleanup.cli.output import emit_json, emit_table, info
 from glcleanup.cli.progress import rich_progress
 from glcleanup.durations import parse_duration
 from glcleanup.errors import ExitCode
+from glcleanup.logs import loops as loop_state
 from glcleanup.ops.scan import ScanReport, ScanRequest, scan
 from glcleanup.settings import Settings
 
 _COLUMNS = ["id", "project", "path", "status", "status_updated_at", "delete_started_at",
             "failed_deletion_count", "next_delete_attempt_at", "sources"]
-_LOOP_COLUMNS = ["path", "requests", "per_minute", "codes", "user_agent", "first_seen", "last_seen"]
+_LOOP_COLUMNS = ["path", "state", "requests", "per_minute", "codes", "user_agent", "first_seen", "last_seen"]
 
 
 def scan_command(
     settings: Settings,
-    source: Annotated[str, typer.Option("--source", help="api, rails or all (both, merged by id).")] = "all",
+    source: Annotated[str, typer.Option("--source", metavar="api|rails|all",
+        help="api, rails or all (both, merged by id).")] = "all",
     project: Annotated[list[str] | None, typer.Option(
-        "--project", help="Only this project (full path); repeatable.")] = None,
-    group: Annotated[str | None, typer.Option("--group", help="Only projects under this group.")] = None,
+        "--project", metavar="PATH", help="Only this project (full path); repeatable.")] = None,
+    group: Annotated[str | None, typer.Option("--group", metavar="PATH",
+        help="Only projects under this group.")] = None,
     registry_log: Annotated[list[str] | None, typer.Option(
-        "--registry-log",
+        "--registry-log", metavar="SRC",
         help="Registry log on --registry-host: a path, docker:NAME or omnibus; repeatable.")] = None,
     since: Annotated[str, typer.Option(
-        "--since", help="Log window ending at the newest entry (15m, 2h, all).")] = "15m",
+        "--since", metavar="DURATION", help="Log window ending at the newest entry (15m, 2h, all).")] = "15m",
 ) -> int:
-    """List container repositories stuck in deletion (exit 1 when something is stuck or looping)."""
+    """List container repositories stuck in deletion (exit 1 when something is stuck or actively looping)."""
     request = ScanRequest(source=source, projects=list(project or []), group=group,
                           registry_logs=list(registry_log or []), since=parse_duration(since, allow_all=True))
     with rich_progress() as bar:  # on a terminal only
@@ -47,17 +50,18 @@ def render(report: ScanReport) -> None:
     version = report.gitlab.get("version") or "?"
     typer.echo(f"GitLab {version} at {report.gitlab.get('url') or '(runner only)'}")
     columns = [c for c in _COLUMNS if any(c in r for r in report.repositories)] or _COLUMNS[:4]
-    emit_table(report.repositories, columns, title="Repositories in a deletion state:",
-               empty="(none: nothing is stuck)")
+    emit_table(report.repositories, columns, title="Repositories in a deletion state:", empty="(none)")
     if report.cleanup_policies:
         emit_table(report.cleanup_policies, ["id", "path", "expiration_policy_cleanup_status",
                                              "cleanup_policy_enabled"],
                    title="\nCleanup-policy runs in progress (they loop the same way):")
     if report.loops:
-        emit_table(report.loops, _LOOP_COLUMNS, title="\nLoop evidence in the registry log:")
+        emit_table(loop_state.table_rows(report.loops), _LOOP_COLUMNS, title="\nLoop evidence in the registry log:")
+    typer.echo(f"\n{report.verdict()}")
     for warning in report.warnings:
         info(f"warning: {warning}")
 
 
 def register(app: typer.Typer) -> None:
-    command(app, "scan")(scan_command)
+    command(app, "scan", uses=(*API, *RAILS, *REGISTRY_HOST),
+            short_help="What is stuck in deletion, and is it looping now?")(scan_command)

@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 import typer
 
-from glcleanup.cli.options import command, json_mode
+from glcleanup.cli.options import RAILS, REGISTRY_URL, command, json_mode
 from glcleanup.cli.output import ask_yes, can_ask, emit_json, emit_table, info
 from glcleanup.errors import ExitCode
 from glcleanup.ops.stop_loop import DEFAULT_SETTLE, StopLoopReport, StopLoopRequest, stop_loop
@@ -17,14 +17,17 @@ _PLAN = ["id", "path", "action", "from", "to", "status_updated_at", "delete_star
 
 def stop_loop_command(
     settings: Settings,
-    project: Annotated[str, typer.Option("--project", help="The project's full path (group/sub/project).")],
+    project: Annotated[str, typer.Option("--project", metavar="PATH",
+        help="The project's full path (group/sub/project).")],
     repository: Annotated[list[str] | None, typer.Option(
-        "--repository", help="Only this container repository id; repeatable.")] = None,
+        "--repository", metavar="ID", help="Only this container repository id; repeatable.")] = None,
     mode: Annotated[str, typer.Option(
-        "--mode", help="done: remove the rows as GitLab does on success (registry data is left for GC); "
+        "--mode", metavar="done|failed",
+        help="done: remove the rows as GitLab does on success (registry data is left for GC); "
                        "failed: park them as delete_failed.")] = "done",
     settle: Annotated[float, typer.Option(
-        "--settle", help="Seconds to watch for a running worker writing a row back.")] = DEFAULT_SETTLE,
+        "--settle", metavar="SECONDS",
+        help="Seconds to watch for a running worker writing a row back.")] = DEFAULT_SETTLE,
     disable_cleanup_policy: Annotated[bool, typer.Option(
         "--disable-cleanup-policy", help="Also disable the project's cleanup policy and reset its runs.")] = False,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Apply. Without it only the plan is shown.")] = False,
@@ -33,7 +36,15 @@ def stop_loop_command(
     request = StopLoopRequest(project=project, repositories=list(repository or []), mode=mode, settle=settle,
                               disable_cleanup_policy=disable_cleanup_policy, apply=yes)
     interactive = not yes and can_ask(json_mode(settings))
-    report = stop_loop(settings, request, confirm=_ask if interactive else None)
+    asked: list[bool] = []
+
+    def ask(plan: StopLoopReport) -> bool:
+        asked.append(_ask(plan))
+        return asked[-1]
+
+    report = stop_loop(settings, request, confirm=ask if interactive else None)
+    if asked and not asked[-1]:
+        return int(ExitCode.OK)  # "n": the plan was shown once and "nothing changed" said
     if json_mode(settings):
         emit_json(report.to_json())
     else:
@@ -58,6 +69,14 @@ def _render_plan(report: StopLoopReport) -> None:
 
 def render(report: StopLoopReport) -> None:
     doc = report.to_json()
+    if not doc["plan"] and not doc["cleanup_policies"]:  # e.g. stop-loop twice: one line says it all
+        parked = len(doc["already_failed"])
+        typer.echo(f"nothing to stop in {doc['project']}: no repository is in delete_scheduled/delete_ongoing"
+                   + (f" ({parked} already parked as delete_failed)" if parked else "")
+                   + f" (GitLab {doc['gitlab_version']})")
+        for warning in doc["warnings"]:
+            info(f"warning: {warning}")
+        return
     _render_plan(report)
     if doc["already_failed"]:
         emit_table(doc["already_failed"], ["id", "path", "status", "status_updated_at"],
@@ -97,4 +116,5 @@ def _render_leftovers(left: dict[str, Any]) -> None:
 
 
 def register(app: typer.Typer) -> None:
-    command(app, "stop-loop")(stop_loop_command)
+    command(app, "stop-loop", uses=(*RAILS, *REGISTRY_URL),
+            short_help="Stop a loop in GitLab's database: plan, journal, verify.")(stop_loop_command)

@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 import typer
 
-from glcleanup.cli.options import command, json_mode
+from glcleanup.cli.options import REGISTRY_HOST, REGISTRY_URL, command, json_mode
 from glcleanup.cli.output import confirm, emit_json, info
 from glcleanup.durations import parse_duration
 from glcleanup.errors import ExitCode, UsageError
@@ -16,9 +16,10 @@ from glcleanup.stub.render import DEFAULT_DIR, build_config, safe_path
 from glcleanup.transport import Host, open_host
 
 stub_app = typer.Typer(name="stub", no_args_is_help=True,
+                       short_help="Last resort: a registry stand-in or a probe-fixing proxy.",
                        help="Last resort: a registry stand-in (respond) or a probe-fixing proxy, and back.")
 
-DirOpt = Annotated[str, typer.Option("--dir", help="State, config and logs on the registry host.")]
+DirOpt = Annotated[str, typer.Option("--dir", metavar="DIR", help="State, config and logs on the registry host.")]
 YesOpt = Annotated[bool, typer.Option("--yes", "-y", help="Apply (otherwise the plan is shown; a terminal asks).")]
 
 
@@ -41,30 +42,41 @@ def _go_ahead(yes: bool, plan: list[str], settings: Settings) -> bool:
     return confirm("apply this plan?", yes=False, json_mode=json_mode(settings))
 
 
-@command(stub_app, "on")
+@command(stub_app, "on", uses=(*REGISTRY_HOST, *REGISTRY_URL), short_help="Put the stub up (checks first, rolls back).")
 def on_command(
     settings: Settings,
-    mode: Annotated[str, typer.Option("--mode", help="respond (answer as GitLab needs) or proxy.")] = "respond",
-    upstream: Annotated[str | None, typer.Option("--upstream", help="proxy: the real registry's URL.")] = None,
-    deploy: Annotated[str, typer.Option("--deploy", help="nginx (host binary) or compose.")] = "nginx",
+    mode: Annotated[str, typer.Option("--mode", metavar="respond|proxy",
+        help="respond (answer as GitLab needs) or proxy.")] = "respond",
+    upstream: Annotated[str | None, typer.Option("--upstream", metavar="URL",
+        help="proxy: the real registry's URL.")] = None,
+    deploy: Annotated[str, typer.Option("--deploy", metavar="nginx|compose",
+        help="nginx (host binary) or compose.")] = "nginx",
     listen: Annotated[str | None, typer.Option(
-        "--listen", help="ADDR:PORT to bind (default all addresses, port of --registry-url or 443).")] = None,
-    http_port: Annotated[str, typer.Option("--http-port", help="Plain-HTTP port redirecting to TLS, or none.")]
+        "--listen", metavar="ADDR:PORT",
+        help="ADDR:PORT to bind (default all addresses, port of --registry-url or 443).")] = None,
+    http_port: Annotated[str, typer.Option("--http-port", metavar="PORT|none",
+        help="Plain-HTTP port redirecting to TLS, or none.")]
     = "none",
-    cert: Annotated[str | None, typer.Option("--cert", help="The registry's certificate (on its host).")] = None,
-    key: Annotated[str | None, typer.Option("--key", help="The registry's private key (on its host).")] = None,
+    cert: Annotated[str | None, typer.Option("--cert", metavar="FILE",
+        help="The registry's certificate (on its host).")] = None,
+    key: Annotated[str | None, typer.Option("--key", metavar="FILE",
+        help="The registry's private key (on its host).")] = None,
     directory: DirOpt = DEFAULT_DIR,
     stop_registry: Annotated[str | None, typer.Option(
-        "--stop-registry", help="Command that frees the port (split like a shell, run as argv; no pipes).")]
+        "--stop-registry", metavar="CMD",
+        help="Command that frees the port (split like a shell, run as argv; no pipes).")]
     = None,
     start_registry: Annotated[str | None, typer.Option(
-        "--start-registry", help="Command that brings the registry back (run by off, rollback, watcher).")]
+        "--start-registry", metavar="CMD",
+        help="Command that brings the registry back (run by off, rollback, watcher).")]
     = None,
-    for_duration: Annotated[str | None, typer.Option("--for", help="Switch off by itself after this (30m, 2h).")]
+    for_duration: Annotated[str | None, typer.Option("--for", metavar="DURATION",
+        help="Switch off by itself after this (30m, 2h).")]
     = None,
     quiet_minutes: Annotated[float | None, typer.Option(
-        "--quiet-minutes", help="Switch off after this many minutes without a DELETE.")] = None,
-    image: Annotated[str | None, typer.Option("--image", help="compose: nginx image (default nginx:1.26).")]
+        "--quiet-minutes", metavar="MINUTES", help="Switch off after this many minutes without a DELETE.")] = None,
+    image: Annotated[str | None, typer.Option("--image", metavar="IMAGE",
+        help="compose: nginx image (default nginx:1.26).")]
     = None,
     yes: YesOpt = False,
 ) -> int:
@@ -77,7 +89,7 @@ def on_command(
     host = _host(settings)
     try:
         planned = stub_on(host, config, apply=False, registry_url=settings.registry_url)
-        for warning in planned.warnings:
+        for warning in [] if planned.already else planned.warnings:  # on twice: the one line below says it
             info(f"warning: {warning}")
         result = planned
         if not planned.already and _go_ahead(yes, planned.plan, settings):
@@ -105,7 +117,7 @@ def _render_on(result: OnResult, settings: Settings) -> None:
                + f" (logs: {result.config.dir}/access.log)")
 
 
-@command(stub_app, "off")
+@command(stub_app, "off", uses=(*REGISTRY_HOST, *REGISTRY_URL), short_help="Take it down, restore the registry.")
 def off_command(settings: Settings, directory: DirOpt = DEFAULT_DIR, yes: YesOpt = False) -> int:
     """Stop the stub and restore exactly what `on` recorded (off twice is fine)."""
     path = safe_path(directory, "--dir")
@@ -136,7 +148,7 @@ def _render_off(result: OffResult, settings: Settings) -> int:
     return int(ExitCode.TROUBLE if trouble else ExitCode.OK)
 
 
-@command(stub_app, "status")
+@command(stub_app, "status", uses=REGISTRY_HOST, short_help="On or off, since when, last DELETE.")
 def status_command(settings: Settings, directory: DirOpt = DEFAULT_DIR) -> int:
     """Is the stub on, since when, how many requests, and the last DELETE it answered."""
     path = safe_path(directory, "--dir")

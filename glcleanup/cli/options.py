@@ -24,32 +24,37 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 CONNECTION = "Connection"
 _COMMON: list[tuple[str, Any, Any]] = [
-    ("url", str | None, typer.Option("--url", envvar="GITLAB_URL", help="GitLab base URL.",
+    ("url", str | None, typer.Option("--url", envvar="GITLAB_URL", metavar="URL",
+                                     help="GitLab base URL, e.g. https://gitlab.example.com.",
                                      rich_help_panel=CONNECTION)),
-    ("gitlab_section", str | None, typer.Option("-g", "--gitlab", help="python-gitlab config section.",
-                                                rich_help_panel=CONNECTION)),
-    ("config_file", str | None, typer.Option("-c", "--config-file", envvar="PYTHON_GITLAB_CFG",
+    ("gitlab_section", str | None, typer.Option("-g", "--gitlab", metavar="SECTION",
+                                                help="python-gitlab config section.", rich_help_panel=CONNECTION)),
+    ("config_file", str | None, typer.Option("-c", "--config-file", envvar="PYTHON_GITLAB_CFG", metavar="FILE",
                                              help="python-gitlab config file.", rich_help_panel=CONNECTION)),
     ("rails_host", str | None, typer.Option(
-        "--rails-host", envvar="GLCLEANUP_RAILS_HOST",
+        "--rails-host", envvar="GLCLEANUP_RAILS_HOST", metavar="HOST",
         help="Where `gitlab-rails runner` runs: local or [ssh://][user@]host[:port].",
         rich_help_panel=CONNECTION)),
     ("rails_runner", str | None, typer.Option(
-        "--rails-runner", envvar="GLCLEANUP_RAILS_RUNNER",
+        "--rails-runner", envvar="GLCLEANUP_RAILS_RUNNER", metavar="CMD",
         help="Runner command (default 'gitlab-rails runner'); glcleanup appends '-' and sends the script "
              "on stdin, e.g. 'docker exec -i gitlab gitlab-rails runner'.", rich_help_panel=CONNECTION)),
     ("registry_host", str | None, typer.Option(
-        "--registry-host", envvar="GLCLEANUP_REGISTRY_HOST",
+        "--registry-host", envvar="GLCLEANUP_REGISTRY_HOST", metavar="HOST",
         help="The registry's host (logs, stub): local or [ssh://][user@]host[:port].",
         rich_help_panel=CONNECTION)),
     ("registry_url", str | None, typer.Option(
-        "--registry-url", envvar="GLCLEANUP_REGISTRY_URL",
+        "--registry-url", envvar="GLCLEANUP_REGISTRY_URL", metavar="URL",
         help="The registry endpoint as GitLab calls it (registry_api_url).", rich_help_panel=CONNECTION)),
-    ("ssh_key", str | None, typer.Option("--ssh-key", envvar="GLCLEANUP_SSH_KEY",
+    ("registry_ca", str | None, typer.Option(
+        "--registry-ca", envvar="GLCLEANUP_REGISTRY_CA", metavar="FILE",
+        help="CA bundle (PEM) for a registry with a private CA (default: GITLAB_SSL_VERIFY, then the system's).",
+        rich_help_panel=CONNECTION)),
+    ("ssh_key", str | None, typer.Option("--ssh-key", envvar="GLCLEANUP_SSH_KEY", metavar="FILE",
                                          help="SSH private key (else agent, ssh config, default keys).",
                                          rich_help_panel=CONNECTION)),
     ("known_hosts", str | None, typer.Option(
-        "--known-hosts", envvar="GLCLEANUP_KNOWN_HOSTS",
+        "--known-hosts", envvar="GLCLEANUP_KNOWN_HOSTS", metavar="FILE",
         help="known_hosts file (default ~/.ssh/known_hosts); unknown or changed keys are refused.",
         rich_help_panel=CONNECTION)),
     ("output", Output | None, typer.Option("-o", "--output",
@@ -59,9 +64,19 @@ _COMMON: list[tuple[str, Any, Any]] = [
 _COMMON_NAMES = {name for name, _, _ in _COMMON}
 _DEFAULTS = {"verbose": False}
 
+# Which connection options a command shows: only those it uses (`-g`/`-c`, `-o`, `-v` always, since a
+# config section can hold every setting).
+API = ("url",)
+RAILS = ("rails_host", "rails_runner", "ssh_key", "known_hosts")
+REGISTRY_HOST = ("registry_host", "ssh_key", "known_hosts")
+REGISTRY_URL = ("registry_url", "registry_ca")
+ALL = tuple(name for name, _, _ in _COMMON)
+_ALWAYS = ("gitlab_section", "config_file", "output", "verbose")
 
-def command(app: typer.Typer, name: str, **kwargs: Any) -> Callable[[F], F]:
-    """Register `fn(settings: Settings, ...)` as a command taking the common options."""
+
+def command(app: typer.Typer, name: str, uses: tuple[str, ...] = ALL, **kwargs: Any) -> Callable[[F], F]:
+    """Register `fn(settings: Settings, ...)` as a command taking the connection options in `uses`."""
+    wanted = set(uses) | set(_ALWAYS)
 
     def decorate(fn: F) -> F:
         sig = inspect.signature(fn)
@@ -71,7 +86,7 @@ def command(app: typer.Typer, name: str, **kwargs: Any) -> Callable[[F], F]:
         extra = [
             inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY,
                               annotation=Annotated[ann, opt], default=_DEFAULTS.get(n))
-            for n, ann, opt in _COMMON
+            for n, ann, opt in _COMMON if n in wanted
         ]
         params = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own] + extra
 

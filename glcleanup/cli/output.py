@@ -6,7 +6,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import sys
+import threading
 import traceback
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from enum import StrEnum
@@ -15,10 +17,14 @@ from typing import Any
 import typer
 from tabulate import tabulate
 
-from glcleanup.errors import GlcleanupError
+from glcleanup.errors import ExitCode, GlcleanupError, Interrupted
 from glcleanup.settings import TOKEN_ENV_VARS, redact
 
-INTERRUPTED = 130  # 128 + SIGINT, as shells report it
+INTERRUPTED = int(ExitCode.INTERRUPTED)  # 128 + SIGINT, as shells report it
+# SIGTERM (kill, systemd, a closing tmux) and SIGHUP (a dropped SSH session) mid-command must not kill a
+# mutating command silently after its commit: they raise KeyboardInterrupt like Ctrl-C, so the same
+# rollback or "what was committed" report runs.
+INTERRUPT_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
 
 
 class Output(StrEnum):
@@ -46,7 +52,40 @@ def emit_table(rows: Iterable[Mapping[str, Any]], columns: Sequence[str], title:
     if not rows:
         typer.echo(empty)
         return
-    typer.echo(tabulate([[_cell(r.get(c)) for c in columns] for r in rows], headers=list(columns)))
+    cells = [[_cell(r.get(c)) for c in columns] for r in rows]
+    widths = fit_widths([list(columns), *cells], terminal_width())
+    typer.echo(tabulate(cells, headers=list(columns), maxcolwidths=widths))  # type: ignore[arg-type]
+
+
+MIN_COLUMN = 12
+_GAP = 2  # tabulate's "simple" format puts two spaces between columns
+
+
+def terminal_width() -> int | None:
+    """The width to fit: the terminal's (or $COLUMNS); None when stdout is a pipe (never wrap for tools)."""
+    if os.environ.get("COLUMNS", "").isdigit():
+        return int(os.environ["COLUMNS"])
+    if sys.stdout.isatty():
+        return os.get_terminal_size(sys.stdout.fileno()).columns
+    return None
+
+
+def fit_widths(table: Sequence[Sequence[str]], width: int | None) -> list[int | None] | None:
+    """Column widths that make the table fit `width`: the widest columns give way first, down to
+    MIN_COLUMN; tabulate then wraps their cells (a 220-character doctor detail, a digest list)."""
+    if not width or not table:
+        return None
+    natural = [max(len(line) for row in table for line in (row[i] or "").splitlines() or [""])
+               for i in range(len(table[0]))]
+    limits = list(natural)
+    while sum(limits) + _GAP * (len(limits) - 1) > width:
+        widest = max(range(len(limits)), key=lambda i: limits[i])
+        if limits[widest] <= MIN_COLUMN:
+            break
+        limits[widest] -= 1
+    if limits == natural:
+        return None
+    return [limit if limit < nat else None for limit, nat in zip(limits, natural, strict=True)]
 
 
 def _cell(value: Any) -> str:
@@ -95,17 +134,54 @@ def known_secrets(*extra: str | None) -> list[str]:
     return [s for s in (*extra, *found) if s]
 
 
+def _raise_interrupt(signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+@contextlib.contextmanager
+def signals_interrupt() -> Iterator[None]:
+    """SIGTERM and SIGHUP behave like SIGINT while the block runs (main thread only; restored after)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.signal(sig, _raise_interrupt) for sig in INTERRUPT_SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 @contextlib.contextmanager
 def handle_errors(verbose: bool = False, secrets: Sequence[str | None] = ()) -> Iterator[None]:
     """The one error handler: a GlcleanupError is one redacted line (details after it, traceback only
-    with -v) and its exit code; Ctrl-C is 130."""
+    with -v) and its exit code; Ctrl-C, SIGTERM and SIGHUP are 130; anything unexpected is one line and
+    exit 3, never a traceback without -v."""
     try:
-        yield
+        with signals_interrupt():
+            yield
     except GlcleanupError as exc:
         fail(exc, verbose, *secrets)
     except KeyboardInterrupt:
         typer.echo("glcleanup: interrupted", err=True)
         raise typer.Exit(INTERRUPTED) from None
+    except (typer.Exit, typer.Abort):
+        raise
+    except Exception as exc:
+        if _is_click_exception(exc):
+            raise
+        hidden = known_secrets(*secrets)
+        if verbose:
+            sys.stderr.write(redact("".join(traceback.format_exception(exc)), *hidden))
+        message = redact(f"{type(exc).__name__}: {exc}", *hidden).replace("\n", " ")[:300]
+        typer.echo(f"glcleanup: unexpected error: {message}" + ("" if verbose else " (-v shows the traceback)"),
+                   err=True)
+        raise typer.Exit(int(ExitCode.ENVIRONMENT)) from None
+
+
+def _is_click_exception(exc: BaseException) -> bool:
+    """Usage errors raised by the option parser (typer's bundled click) are shown by the group."""
+    return hasattr(exc, "format_message") and hasattr(exc, "exit_code") and not isinstance(exc, GlcleanupError)
 
 
 def fail(exc: GlcleanupError, verbose: bool = False, *secrets: str | None) -> None:
@@ -114,7 +190,8 @@ def fail(exc: GlcleanupError, verbose: bool = False, *secrets: str | None) -> No
     if verbose:
         text = "".join(traceback.format_exception(exc))
         sys.stderr.write(redact(text, *hidden))
-    typer.echo(f"glcleanup: error: {redact(str(exc), *hidden)}", err=True)
+    label = "interrupted" if isinstance(exc, Interrupted) else "error"
+    typer.echo(f"glcleanup: {label}: {redact(str(exc), *hidden)}", err=True)
     if exc.details:
         typer.echo(redact(exc.details, *hidden), err=True)
     raise typer.Exit(int(exc.exit_code))

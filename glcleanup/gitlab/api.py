@@ -114,6 +114,18 @@ def api_errors(url: str, token: str | None = None) -> Iterator[None]:
         raise ConnectError(f"TLS error talking to {url}: {redact(str(exc), token)} (see GITLAB_SSL_VERIFY)") from exc
     except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:
         raise ConnectError(f"cannot reach GitLab at {url}: {_reason(exc, token)}") from exc
+    except gitlab.exceptions.GitlabError as exc:  # GitlabGetError & co. wrap the HTTP status, not subclasses
+        code = getattr(exc, "response_code", None)
+        if code == 401:
+            raise AuthError(f"GitLab at {url} refused the token (401): check GITLAB_PRIVATE_TOKEN") from exc
+        if code == 403:
+            raise Forbidden(redact(f"GitLab at {url} answered 403 Forbidden: {exc.error_message}", token)) from exc
+        if code == 404:
+            raise NotFoundError(redact(f"GitLab at {url}: {exc.error_message}", token)) from exc
+        raise ApiError(redact(f"GitLab at {url} answered {code or 'an error'}: {exc.error_message}"[:300],
+                              token)) from exc
+    except (requests.exceptions.RequestException, ValueError) as exc:  # bad URL, undecodable answer
+        raise ApiError(f"GitLab at {url} did not answer like GitLab's API: {_reason(exc, token)}") from exc
 
 
 def _reason(exc: Exception, token: str | None) -> str:
@@ -131,8 +143,12 @@ def connect(settings: Settings, *, timeout: float = 30.0) -> gitlab.Gitlab:
     url, token = settings.require_api()
     gl = gitlab.Gitlab(url, private_token=token, ssl_verify=settings.ssl_verify, timeout=timeout,
                        user_agent=f"glcleanup/{__version__} {gitlab.const.USER_AGENT}")
-    with api_errors(url, token):
-        gl.auth()
+    try:
+        with api_errors(url, token):
+            gl.auth()
+    except NotFoundError as exc:  # GET /api/v4/user is there on every GitLab: this is something else
+        raise ConnectError(f"{url} is not a GitLab API (GET /api/v4/user answered 404): is --url GitLab's base "
+                           "URL, not the registry's?") from exc
     return gl
 
 
@@ -585,10 +601,10 @@ def scan_repositories(gl: gitlab.Gitlab, *, projects: list[str] | None = None, g
                       concurrency: int = 8, progress: Progress | None = None) -> ApiScan:
     """Repositories in a deletion state, instance-wide or narrowed to `projects` or a `group`.
 
-    `projects` are full paths (validated by the caller) and take precedence over `group`; `group` is
-    a full path and includes its subgroups. Progress goes to `progress` (the CLI draws it). Raises
-    NotFoundError for an unknown project or group, AuthError, ConnectError or ApiError when GitLab
-    cannot be read.
+    `projects` are full paths (validated by the caller); `group` is a full path and includes its
+    subgroups; given both, the scan covers their union (a row is listed once). Progress goes to
+    `progress` (the CLI draws it). Raises NotFoundError for an unknown
+    project or group, AuthError, ConnectError or ApiError when GitLab cannot be read.
     """
     with Scanner(gl, concurrency, progress) as scan:
         scan.tracker.plan(1, "GitLab version")
@@ -596,9 +612,9 @@ def scan_repositories(gl: gitlab.Gitlab, *, projects: list[str] | None = None, g
         scan.rest_status = gitlab_facts.rest_has_status(scan.result.version)
         if projects:
             _scan_named_projects(scan, projects)
-        elif group:
+        if group:
             _scan_group(scan, group)
-        else:
+        if not projects and not group:
             _scan_instance(scan)
     result = scan.result
     result.repositories = scan.rows()

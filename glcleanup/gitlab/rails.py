@@ -120,6 +120,8 @@ def parse_output(stdout: bytes, stderr: bytes, exit_code: int, script: str = "sc
     message = str(error.get("message", "unknown error"))
     if error.get("kind") == "not_found":
         raise NotFoundError(message)
+    if error.get("kind") == "input":  # the admin named something that cannot be: nothing was touched
+        raise UsageError(message)
     if error.get("kind") == "refused":
         raise RunnerError(message)
     raise RunnerError(f"Ruby raised {error.get('class', 'an exception')} in {script}.rb: {message}")

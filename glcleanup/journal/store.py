@@ -127,12 +127,42 @@ def journals() -> list[Path]:
 
 
 def latest_for_undo() -> Journal:
-    """The newest journal that may hold changes (rolled-back runs changed nothing and are skipped)."""
+    """The newest journal whose change was applied and not yet undone: what `undo` with no argument means.
+
+    Undone and rolled-back runs are skipped; so are `recorded` ones (the run broke before it heard
+    whether its transaction committed): those are undone by naming their file, as the failed run said.
+    """
+    pending = 0
     for path in reversed(journals()):
         try:
             journal = Journal.load(path)
         except GlcleanupError:
             continue
-        if journal.state != ROLLED_BACK:
+        if journal.state == APPLIED:
             return journal
-    raise NotFoundError(f"no journal to undo in {journal_dir()}")
+        pending += journal.state == RECORDED
+    hint = (f"; {pending} journal(s) may hold a change whose commit was not confirmed: `glcleanup undo --list`, "
+            "then `glcleanup undo FILE`") if pending else ""
+    raise NotFoundError(f"no applied, not yet undone journal in {journal_dir()}{hint}")
+
+
+def list_journals() -> list[dict[str, Any]]:
+    """Every journal, newest first, as `undo --list` shows them (unreadable files say so, never raise)."""
+    entries: list[dict[str, Any]] = []
+    for path in reversed(journals()):
+        try:
+            data = Journal.load(path).data
+        except GlcleanupError as exc:
+            entries.append({"time": None, "project": None, "mode": None, "state": "unreadable",
+                            "journal": str(path), "error": str(exc)[:200]})
+            continue
+        project = data.get("project")
+        entries.append({
+            "time": data.get("created_at"),
+            "project": (project.get("full_path") if isinstance(project, dict) else None) or data.get("project_path"),
+            "mode": data.get("mode"),
+            "state": str(data.get("state", RECORDED)),
+            "rows": len(data.get("changes") or []),
+            "journal": str(path),
+        })
+    return entries

@@ -356,7 +356,8 @@ class Lab:
             "GLCLEANUP_REGISTRY_URL": self.registry_url,
             "GLCLEANUP_LAB_REGISTRY_LOG": str(self.registry_log),
             "GLCLEANUP_LAB_DIR": str(self.dir),
-            **({"GLCLEANUP_LAB_REGISTRY_CA": ca} if (ca := self.state().get("registry_ca")) else {}),
+            **({"GLCLEANUP_LAB_REGISTRY_CA": ca, "GLCLEANUP_REGISTRY_CA": ca}
+               if (ca := self.state().get("registry_ca")) else {}),
         }
 
     def set_registry_api_url(self, url: str, ca_file: str | None = None) -> None:

@@ -32,6 +32,7 @@ from typing import Any
 
 from glcleanup import gitlab_facts
 from glcleanup.errors import NotFoundError, UsageError
+from glcleanup.logs import loops as loop_state
 from glcleanup.logs import reader as logs_agent
 from glcleanup.transport import Host, LocalHost
 
@@ -53,7 +54,8 @@ class LogReport:
 
     @property
     def looping(self) -> bool:
-        return bool(self.loops)
+        """An ACTIVE loop (exit 1); an ended one is shown, not alarmed on (glcleanup.logs.loops)."""
+        return loop_state.any_active(self.loops)
 
     @property
     def active_loops(self) -> list[dict[str, Any]]:
@@ -64,18 +66,7 @@ class LogReport:
 
     def verdict(self) -> str:
         """One line for humans: what loops, how fast, from which GitLab, and when the disk fills."""
-        parts: list[str] = []
-        if self.loops:
-            top = max(self.loops, key=lambda loop: loop["per_minute"])
-            more = f" (+{len(self.loops) - 1} more)" if len(self.loops) > 1 else ""
-            parts.append(f"looping: {top['per_minute']} DELETE/min on {top['path']} from "
-                         f"{top['user_agent'] or 'unknown client'}{more}")
-        else:
-            parts.append("no DELETE loop in the window")
-        soonest = [s["hours_to_full"] for s in self.sources if s.get("hours_to_full") is not None]
-        if soonest:
-            parts.append(f"disk full in ~{_hours(min(soonest))}")
-        return "; ".join(parts)
+        return loop_state.verdict(self.loops, self.sources)
 
 
 def _hours(value: float) -> str:
@@ -143,6 +134,10 @@ def analyze_sources(host: Host, sources: list[str], since: timedelta | None,
                 raise
             raise NotFoundError(f"{exc} (the Omnibus registry log); name the log instead: a file path on "
                                 "the registry host, or docker:NAME for a registry container") from exc
+        if int(summary.get("size") or 0) > 0 and summary.get("newest") is None:
+            # Not one timestamped registry line: "no loop" would be a false all-clear.
+            raise NotFoundError(f"{spec}: no line of {path} on {host.name} looks like a registry log (docker "
+                                "json-file, logrus text or JSON, access log, Omnibus current): is it the right file?")
         report.sources.append(source_entry(spec, summary))
         report.loops.extend(mark_activity(loops_from(spec, summary["groups"]), summary))
     report.loops.sort(key=lambda loop: (-loop["per_minute"], loop["path"]))

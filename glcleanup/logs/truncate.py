@@ -10,7 +10,6 @@ NUL-filled hole: the disk blocks are freed, but `ls -l` shows the old size and g
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,7 +17,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from glcleanup.errors import ConnectError, GlcleanupError
+from glcleanup.errors import ConnectError, GlcleanupError, Interrupted
+from glcleanup.journal.store import write_atomic
 from glcleanup.paths import evidence_dir
 from glcleanup.transport import Host
 from glcleanup.transport.sh import file_size, run_script
@@ -114,12 +114,12 @@ def plan(host: Host, sources: list[dict[str, Any]]) -> list[TruncateTarget]:
 def save_evidence(report: dict[str, Any], targets: list[TruncateTarget], host_name: str) -> Path:
     """Keep the evidence summary next to glcleanup's state before anything is emptied."""
     folder = evidence_dir()
-    folder.mkdir(parents=True, exist_ok=True)
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
     path = folder / f"logs-{stamp}.json"
     document = {"saved_at": stamp, "registry_host": host_name, "report": report,
                 "truncated": [t.to_json() for t in targets]}
-    path.write_text(json.dumps(document, indent=2, default=str) + "\n")
+    write_atomic(path, document)  # 0600 like journals: paths, hosts and repository names of an incident
     return path
 
 
@@ -161,9 +161,28 @@ def relieve(host: Host, report: dict[str, Any], approve: Callable[[list[Truncate
     if not targets or not approve(targets):
         return {"applied": False, "plan": [t.to_json() for t in targets], "evidence": None, "results": []}
     evidence = save_evidence(report, targets, host.name)
-    results = [truncate(host, target) for target in targets]
+    results: list[dict[str, Any]] = []
+    try:
+        for target in targets:
+            results.append(truncate(host, target))
+    except KeyboardInterrupt as exc:
+        raise Interrupted(_interrupted_text(str(exc) or "SIGINT", targets, results, evidence)) from None
     return {"applied": True, "plan": [t.to_json() for t in targets], "evidence": str(evidence),
             "results": results}
+
+
+def _interrupted_text(signal_name: str, targets: list[TruncateTarget], results: list[dict[str, Any]],
+                      evidence: Path) -> str:
+    """Exactly which logs were emptied when an interrupt stopped `--truncate` (it cannot be undone)."""
+    done = [str(r["path"]) for r in results]
+    left = [t.path for t in targets[len(results):]]
+    parts = [f"{signal_name} during --truncate: emptied {', '.join(done) or 'none yet'}"]
+    if left:
+        parts.append(f"being emptied when interrupted (check its size): {left[0]}")
+    if left[1:]:
+        parts.append(f"not touched: {', '.join(left[1:])}")
+    parts.append(f"evidence saved in {evidence}")
+    return "; ".join(parts)
 
 
 __all__ = ["LOG_OPTS_FIX", "NUL_EXPLANATION", "TruncateTarget", "Writer", "find_writers", "plan", "relieve",

@@ -86,7 +86,7 @@ def check_registry_host(settings: Settings) -> str:
 def check_registry_url(settings: Settings) -> str:
     if not settings.registry_url:
         raise CheckSkipped("skipped: no --registry-url")
-    answer = registry.ping(settings.registry_url, settings.ssl_verify)
+    answer = registry.ping(settings.registry_url, settings.registry_verify)
     if not answer["ok"]:
         raise CheckFailed(f"GET /v2/ answered {answer['status']} (GitLab needs 200)")
     kind = "GitLab container registry" if answer["gitlab_registry"] else "third-party registry (not GitLab's)"
@@ -105,7 +105,7 @@ def diagnose(settings: Settings) -> DoctorReport:
     report.registry = {"tag_delete_probe": None, "tag_delete": None, "loop_risk": False}
     if url_check["ok"] and not url_check.get("skipped") and settings.registry_url:
         try:
-            report.registry = registry.probe(settings.registry_url, settings.ssl_verify)
+            report.registry = registry.probe(settings.registry_url, settings.registry_verify)
         except GlcleanupError as exc:
             report.checks.append({"name": "registry_tag_delete", "ok": False, "detail": str(exc)})
             return report

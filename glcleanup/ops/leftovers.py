@@ -22,7 +22,8 @@ GC_HINT = ("the rows are gone but the images stay in the registry: delete each d
            "(`registry garbage-collect --delete-untagged /etc/docker/registry/config.yml`)")
 
 
-def registry_leftovers(url: str | None, paths: list[str], timeout: float = 10.0) -> dict[str, Any]:
+def registry_leftovers(url: str | None, paths: list[str], timeout: float = 10.0,
+                       verify: bool | str = True) -> dict[str, Any]:
     """Paths whose rows were removed, with tags and digests when the registry answers without auth."""
     out: dict[str, Any] = {"registry_url": url, "repositories": [{"path": p} for p in paths], "note": GC_HINT}
     if not paths:
@@ -32,6 +33,7 @@ def registry_leftovers(url: str | None, paths: list[str], timeout: float = 10.0)
         return out
     base = url.rstrip("/")
     with requests.Session() as session:
+        session.verify = verify
         session.headers["User-Agent"] = "glcleanup (leftover listing)"
         for entry in out["repositories"]:
             try:

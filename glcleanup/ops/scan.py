@@ -16,6 +16,7 @@ from glcleanup.gitlab import api as gitlab_api
 from glcleanup.gitlab.rails import runner_from_settings
 from glcleanup.gitlab_facts import LOOPING_STATES
 from glcleanup.logs import analysis as logs
+from glcleanup.logs import loops as loop_state
 from glcleanup.settings import Settings
 from glcleanup.transport import open_host
 
@@ -53,9 +54,36 @@ class ScanReport:
     log_sources: list[dict[str, Any]] = field(default_factory=list)
 
     @property
+    def stuck(self) -> list[dict[str, Any]]:
+        """Rows that loop or wait to loop (delete_scheduled, delete_ongoing)."""
+        return [r for r in self.repositories if r["status"] in LOOPING_STATES]
+
+    @property
     def in_trouble(self) -> bool:
-        """Exit 1 when something still loops or waits to loop; parked (delete_failed) rows alone do not."""
-        return bool(self.loops) or any(r["status"] in LOOPING_STATES for r in self.repositories)
+        """Exit 1 when something still loops or waits to loop; parked (delete_failed) rows and a loop that
+        ended in the log do not."""
+        return bool(self.stuck) or loop_state.any_active(self.loops)
+
+    def verdict(self) -> str:
+        """The one summary line; it says trouble exactly when the exit code is 1."""
+        parked = sum(1 for r in self.repositories if r["status"] == "delete_failed")
+        unknown = sum(1 for r in self.repositories if r["status"] == "unknown")
+        active = [loop for loop in self.loops if loop_state.loop_is_active(loop)]
+        extra = [f"{parked} parked (delete_failed)"] if parked else []
+        extra += [f"{unknown} with an unknown status"] if unknown else []
+        if self.stuck:
+            head = f"stuck: {len(self.stuck)} repositor{'y' if len(self.stuck) == 1 else 'ies'} in a looping state"
+            head += f"; the registry log shows the loop active on {active[0]['path']}" if active else ""
+        elif active:
+            head = (f"looping: the registry log shows DELETEs still arriving for {active[0]['path']}, though no "
+                    "row in a looping state was found (another project, or the filters?)")
+        else:
+            ended = [loop for loop in self.loops if not loop_state.loop_is_active(loop)]
+            head = "nothing is stuck"
+            if ended:
+                head += (f"; the DELETE loop on {ended[0]['path']} in the registry log ended "
+                         f"{loop_state.ago(loop_state.age_seconds(ended[0]))}")
+        return head + (f" ({', '.join(extra)})" if extra else "")
 
     def to_json(self) -> dict[str, Any]:
         doc: dict[str, Any] = {

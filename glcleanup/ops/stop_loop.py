@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from glcleanup import validate
-from glcleanup.errors import ConnectError, GlcleanupError, JournalError, RunnerError, UsageError
+from glcleanup.errors import ConnectError, GlcleanupError, Interrupted, JournalError, RunnerError, UsageError
 from glcleanup.gitlab.rails import RailsRunner, runner_from_settings
 from glcleanup.journal.lock import project_lock
 from glcleanup.journal.store import APPLIED, ROLLED_BACK, Journal, ensure_writable, now_iso
@@ -129,6 +129,25 @@ class _JournalSink:
 
 def _fault(exc: GlcleanupError, sink: _JournalSink, project: str) -> GlcleanupError:
     """Say which side of the transaction a broken run stopped on (design.md §7.3: all or nothing)."""
+    fault = type(exc)(f"{exc} -- {_left_behind(sink, project)}")
+    if sink.unsaved:
+        fault.details = f"the journal that could not be saved:\n{sink.unsaved}"
+    return fault
+
+
+def _interrupted(signal_name: str, sink: _JournalSink, project: str) -> Interrupted:
+    """Ctrl-C, SIGTERM or SIGHUP mid-run: the runner is stopped; say exactly what it left behind."""
+    if sink.applied:
+        return Interrupted(
+            f"{signal_name} after the change was committed: applied, NOT verified (a running worker may still "
+            f"write a row back); journal {sink.path}; undo with: glcleanup undo {sink.path} --yes")
+    fault = Interrupted(f"{signal_name} -- {_left_behind(sink, project)}")
+    if sink.unsaved:
+        fault.details = f"the journal that could not be saved:\n{sink.unsaved}"
+    return fault
+
+
+def _left_behind(sink: _JournalSink, project: str) -> str:
     check = f"check with `glcleanup scan --source rails --project {project}`"
     if sink.unsaved:
         state = (f"the journal could not be saved (its content is printed above) and the changes MAY have been "
@@ -142,10 +161,7 @@ def _fault(exc: GlcleanupError, sink: _JournalSink, project: str) -> GlcleanupEr
     else:
         state = (f"the changes MAY have been committed (the transaction is all or nothing): {check}; "
                  f"journal {sink.path} (`glcleanup undo {sink.path}` puts back whatever was changed)")
-    fault = type(exc)(f"{exc} -- {state}")
-    if sink.unsaved:
-        fault.details = f"the journal that could not be saved:\n{sink.unsaved}"
-    return fault
+    return state
 
 
 def _run_once(runner: RailsRunner, request: StopLoopRequest, meta: dict[str, Any]) -> StopLoopReport:
@@ -154,6 +170,8 @@ def _run_once(runner: RailsRunner, request: StopLoopRequest, meta: dict[str, Any
         result: dict[str, Any] = runner.run("stop_loop", request.params(), on_event=sink if request.apply else None)
     except (ConnectError, RunnerError, JournalError) as exc:
         raise _fault(exc, sink, request.project) from exc
+    except KeyboardInterrupt as exc:
+        raise _interrupted(str(exc) or "SIGINT", sink, request.project) from None
     report = StopLoopReport(result, journal=sink.path, settle=request.settle)
     if sink.journal is not None:
         _finish_journal(sink.journal, result)
@@ -202,7 +220,7 @@ def stop_loop(settings: Settings, request: StopLoopRequest,
     _add_warnings(report, request)
     if report.applied and request.mode == "done":
         removed = [c["path"] for c in report.result.get("changed", []) if c.get("action") == "destroy"]
-        report.left_in_registry = registry_leftovers(settings.registry_url, removed)
+        report.left_in_registry = registry_leftovers(settings.registry_url, removed, verify=settings.registry_verify)
     return report
 
 

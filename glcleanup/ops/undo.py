@@ -6,7 +6,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from glcleanup import validate
-from glcleanup.errors import JournalError
+from glcleanup.errors import Interrupted, JournalError
 from glcleanup.gitlab.rails import runner_from_settings
 from glcleanup.gitlab_facts import LOOPING_STATES
 from glcleanup.journal.lock import project_lock
@@ -28,8 +28,13 @@ class UndoReport:
     def applied(self) -> bool:
         return bool(self.result.get("applied"))
 
+    @property
+    def already_undone(self) -> bool:
+        return bool(self.result.get("already_undone"))
+
     def to_json(self) -> dict[str, Any]:
         return {"journal": self.journal, "project": self.result.get("project", {}).get("full_path"),
+                "already_undone": self.already_undone,
                 "restore": self.result.get("restore", []), "applied": self.applied,
                 "exact": self.result.get("exact"), "mismatches": self.result.get("mismatches", []),
                 "journal_state": self.state, "warnings": self.warnings}
@@ -39,8 +44,9 @@ def undo(settings: Settings, journal_path: str | None, apply: bool) -> UndoRepor
     """Dry-run by default; with `apply`, restore the journaled rows in one transaction and mark it undone."""
     journal = Journal.load(journal_path) if journal_path else _latest()
     data = journal.data
-    if journal.state == UNDONE:
-        raise JournalError(f"{journal.path} was already undone at {data.get('undone_at')}; nothing changed")
+    if journal.state == UNDONE:  # undoing twice is not an error: the rows are already back
+        return UndoReport(str(journal.path), {"already_undone": True, "undone_at": data.get("undone_at"),
+                                              "project": data.get("project") or {}}, UNDONE)
     if journal.state == ROLLED_BACK:
         raise JournalError(f"{journal.path}: that run was rolled back and changed nothing; nothing to undo")
     project = validate.project_path(str(data.get("project", {}).get("full_path") or data.get("project_path")))
@@ -50,7 +56,16 @@ def undo(settings: Settings, journal_path: str | None, apply: bool) -> UndoRepor
     params = {"journal": {k: data[k] for k in _UNDO_KEYS if k in data}, "apply": apply}
     try:
         with project_lock(host, project, "undo"):
-            result: dict[str, Any] = runner.run("undo", params)
+            try:
+                result: dict[str, Any] = runner.run("undo", params)
+            except KeyboardInterrupt as exc:
+                if not apply:
+                    raise Interrupted(f"{exc or 'SIGINT'} during the undo dry run; nothing was changed") from None
+                raise Interrupted(
+                    f"{exc or 'SIGINT'} while undo ran: the runner was stopped; the restore is one transaction, "
+                    f"so either every row is back or none is; check with `glcleanup scan --source rails "
+                    f"--project {project}`; {journal.path} is not marked undone (running `glcleanup undo "
+                    f"{journal.path}` again refuses if the rows are already back)") from None
             if result.get("never_applied"):
                 data.update(state=ROLLED_BACK, checked_at=now_iso())
                 journal.save()

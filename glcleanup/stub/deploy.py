@@ -18,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from glcleanup import __version__
-from glcleanup.errors import ConnectError, GlcleanupError, StubctlExit, StubError
+from glcleanup.errors import ConnectError, GlcleanupError, Interrupted, StubctlExit, StubError
 from glcleanup.stub.control import deploy_word, quote_argv, sh_check, stubctl, tail_text
 from glcleanup.stub.preflight import (
     busy_ports,
@@ -28,7 +28,7 @@ from glcleanup.stub.preflight import (
     missing_tools,
     wait_ports_free,
 )
-from glcleanup.stub.render import Listen, StubConfig, render_env, render_nginx, stub_file
+from glcleanup.stub.render import NO_TLS_PLACEHOLDERS, Listen, StubConfig, render_env, render_nginx, stub_file
 from glcleanup.stub.status import StubStatus, iso, parse_access_line, read_status
 from glcleanup.stub.verify import probes_for, registry_answers, verify
 from glcleanup.transport import Host
@@ -111,6 +111,26 @@ def plan_on(config: StubConfig, compose_cmd: str | None = None) -> list[str]:
     return steps
 
 
+_DAEMON_DOWN = ("Cannot connect to the Docker daemon", "Error while fetching server API version",
+                "Is the docker daemon running", "docker.sock")
+
+
+def docker_daemon_problem(host: Host) -> str | None:
+    """None when `docker` reaches its daemon (or cannot tell); else the client's one-line reason.
+
+    Compose validates files without a daemon and only fails at `up`, where docker-compose v1 prints a
+    Python traceback; asking first turns that into one clear line before anything changes.
+    """
+    result = host.run(["docker", "version", "--format", "{{.Server.Version}}"], timeout=30)
+    if result.exit_code == 0:
+        return None
+    text = f"{result.error_text}\n{result.text}"
+    for line in text.splitlines():
+        if any(marker in line for marker in _DAEMON_DOWN):
+            return line.strip()[:200]
+    return None
+
+
 def preflight(host: Host, config: StubConfig) -> tuple[list[str], str | None, bool]:
     """Read-only checks before anything changes: (warnings, compose command, dir exists)."""
     warnings: list[str] = []
@@ -123,6 +143,10 @@ def preflight(host: Host, config: StubConfig) -> tuple[list[str], str | None, bo
         compose_cmd = compose_command(host)
         if compose_cmd is None:
             raise StubError(f"--deploy compose: neither `docker compose` nor `docker-compose` works on {host.name}")
+        unreachable = docker_daemon_problem(host)
+        if unreachable:
+            raise StubError(f"--deploy compose: no Docker daemon reachable on {host.name} ({unreachable}); "
+                            "start Docker, or use --deploy nginx")
     exists = check_dir(host, config.dir)
     if config.cert and config.key:
         warnings += check_cert_key(host, config.cert, config.key)
@@ -163,7 +187,7 @@ def _prepare(host: Host, config: StubConfig, compose_cmd: str | None, existed: b
     """Write the rendered files into --dir and check the config; on failure leave nothing behind."""
     written = ["nginx.conf", "stubctl.sh", "deploy"]
     if config.deploy == "compose":
-        written += ["docker-compose.yml", ".env"] + ([] if config.tls else ["no-tls.placeholder"])
+        written += ["docker-compose.yml", ".env"] + ([] if config.tls else list(NO_TLS_PLACEHOLDERS))
     d = config.dir
     try:
         if not existed:
@@ -177,7 +201,8 @@ def _prepare(host: Host, config: StubConfig, compose_cmd: str | None, existed: b
             host.put(stub_file("docker-compose.yml").encode(), f"{d}/docker-compose.yml", 0o644)
             host.put(render_env(config).encode(), f"{d}/.env", 0o644)
             if not config.tls:
-                host.put(b"", f"{d}/no-tls.placeholder", 0o644)
+                for placeholder in NO_TLS_PLACEHOLDERS:
+                    host.put(b"", f"{d}/{placeholder}", 0o644)
         check = stubctl(host, "check", d, word, config.compose_project)
         if check.exit_code != 0:
             raise StubError(f"the stub's nginx config does not pass on {host.name}: {tail_text(check)}")
@@ -227,7 +252,11 @@ def stub_on(host: Host, config: StubConfig, *, apply: bool, registry_url: str | 
     result = OnResult(config, plan_on(config, compose_cmd), warnings=warnings)
     if not apply:
         return result
-    _prepare(host, config, compose_cmd, existed)
+    try:
+        _prepare(host, config, compose_cmd, existed)
+    except KeyboardInterrupt as exc:
+        raise Interrupted(f"{exc or 'SIGINT'} during stub on, before anything but {config.dir} was touched: "
+                          "the files it wrote there were removed; nothing else changed") from None
     say(f"nginx config checked; recording state in {config.dir}/state.json")
     state = _state_doc(config, compose_cmd, registry_url, host)
     host.put(json.dumps(state, indent=2).encode() + b"\n", f"{config.dir}/state.json", 0o600)
@@ -238,8 +267,7 @@ def stub_on(host: Host, config: StubConfig, *, apply: bool, registry_url: str | 
         # the registry is started again only if this run got as far as stopping it
         message = _rollback(host, config.dir, state, guard_seconds, start=progress["registry_stopped"])
         if isinstance(exc, KeyboardInterrupt):
-            say(f"interrupted: {message}")
-            raise
+            raise Interrupted(f"{exc or 'SIGINT'} during stub on: {message}") from None
         text = str(exc) if isinstance(exc, GlcleanupError) else f"{type(exc).__name__}: {exc}"
         raise StubError(f"stub on failed: {text}; {message}") from exc
     result.applied = True
@@ -360,7 +388,13 @@ def stub_off(host: Host, directory: str, *, apply: bool, registry_url: str | Non
     if not apply:
         return result
     say("stopping the stub and restoring the registry")
-    restored = stubctl(host, *_restore_args(state, directory, "off"), timeout=COMMAND_TIMEOUT + 60)
+    try:
+        restored = stubctl(host, *_restore_args(state, directory, "off"), timeout=COMMAND_TIMEOUT + 60)
+    except KeyboardInterrupt as exc:
+        raise Interrupted(
+            f"{exc or 'SIGINT'} during stub off, while the restore ran on {host.name}: the stub may be stopped "
+            f"and the registry not yet started; run `glcleanup stub off --registry-host {host.name} --dir "
+            f"{directory} --yes` again (it finishes the restore; off twice is fine)") from None
     if restored.exit_code == StubctlExit.START_REGISTRY_FAILED:
         raise StubError(f"the stub is stopped, but --start-registry failed: {tail_text(restored)}; fix it and run "
                         "`stub off` again (it retries the start command)")

@@ -287,15 +287,21 @@ def render_nginx(config: StubConfig) -> str:
     return text
 
 
+NO_TLS_PLACEHOLDERS = ("no-tls-cert.placeholder", "no-tls-key.placeholder")
+
+
 def render_env(config: StubConfig) -> str:
     """The compose `.env`: the values docker-compose.yml interpolates (all from the safe set)."""
-    cert = config.cert or f"{config.dir}/no-tls.placeholder"
-    key = config.key or f"{config.dir}/no-tls.placeholder"
+    # Without TLS both mounts still need a source; two distinct files, because compose refuses a
+    # volume list with the same entry twice ("services.stub.volumes ... has non-unique elements").
+    cert = config.cert or f"{config.dir}/{NO_TLS_PLACEHOLDERS[0]}"
+    key = config.key or f"{config.dir}/{NO_TLS_PLACEHOLDERS[1]}"
     return (f"STUB_DIR={config.dir}\nSTUB_CERT={cert}\nSTUB_KEY={key}\nSTUB_IMAGE={config.image}\n"
             f"COMPOSE_PROJECT_NAME={config.compose_project}\n")
 
 
 __all__ = [
-    "DEFAULT_DIR", "DEPLOYS", "MODES", "VERIFY_AGENT", "Listen", "StubConfig", "build_config", "parse_command",
+    "DEFAULT_DIR", "DEPLOYS", "MODES", "NO_TLS_PLACEHOLDERS",
+    "VERIFY_AGENT", "Listen", "StubConfig", "build_config", "parse_command",
     "parse_listen", "parse_upstream", "render_env", "render_nginx", "safe_path", "stub_file",
 ]

@@ -26,6 +26,8 @@ class LocalHost:
                 proc = subprocess.run(list(argv), input=stdin or b"", capture_output=True, timeout=timeout)
             except FileNotFoundError as exc:
                 raise ConnectError(f"command not found on local host: {argv[0]}") from exc
+            except OSError as exc:  # a directory, no execute permission, ...
+                raise ConnectError(f"cannot run {argv[0]} on local host: {exc.strerror or exc}") from exc
             except subprocess.TimeoutExpired as exc:
                 raise ConnectError(f"local command timed out after {timeout:.0f} s: {argv[0]}") from exc
             return CommandResult(proc.stdout, proc.stderr, proc.returncode)
@@ -52,6 +54,8 @@ def _run_streaming(argv: list[str], stdin: bytes, timeout: float | None, on_stdo
         proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     except FileNotFoundError as exc:
         raise ConnectError(f"command not found on local host: {argv[0]}") from exc
+    except OSError as exc:
+        raise ConnectError(f"cannot run {argv[0]} on local host: {exc.strerror or exc}") from exc
     err = bytearray()
     out = bytearray()
 
@@ -73,17 +77,18 @@ def _run_streaming(argv: list[str], stdin: bytes, timeout: float | None, on_stdo
     assert proc.stdout is not None
     deadline = None if timeout is None else time.monotonic() + timeout
     stream = proc.stdout
-    while chunk := stream.read1(65536):  # type: ignore[attr-defined]
-        out += chunk
-        try:
+    try:
+        while chunk := stream.read1(65536):  # type: ignore[attr-defined]
+            out += chunk
             on_stdout(chunk)
-        except BaseException:
-            proc.kill()  # the caller could not act on what it was told (e.g. save a journal): stop the script
-            proc.wait()
-            raise
-        if deadline is not None and time.monotonic() > deadline:
-            proc.kill()
-            raise ConnectError(f"local command timed out after {timeout:.0f} s: {argv[0]}")
+            if deadline is not None and time.monotonic() > deadline:
+                raise ConnectError(f"local command timed out after {timeout:.0f} s: {argv[0]}")
+    except BaseException:
+        # The caller could not act on what it was told (a journal not saved), timed out, or was interrupted
+        # (Ctrl-C, SIGTERM, SIGHUP): stop the script, so nothing is changed behind the caller's back.
+        proc.kill()
+        proc.wait()
+        raise
     rc = proc.wait()
     for thread in threads:
         thread.join(5)

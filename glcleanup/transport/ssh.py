@@ -31,15 +31,19 @@ def _known_hosts_name(host: str, port: int) -> str:
 
 
 class _VerifyPolicy(paramiko.MissingHostKeyPolicy):
-    """Refuse unknown keys with the fingerprint and the exact line to add."""
+    """Refuse unknown keys with the fingerprint and the exact command that accepts this host's key."""
 
-    def __init__(self, known_hosts: str) -> None:
+    def __init__(self, known_hosts: str, host: str, port: int) -> None:
         self.known_hosts = known_hosts
+        self.host = host
+        self.port = port
 
     def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> None:
+        port = f"-p {self.port} " if self.port != 22 else ""
         raise HostKeyError(
             f"unknown SSH host key for {hostname} ({key.get_name()} {fingerprint(key)}); "
-            f"check it, then accept it with: ssh-keyscan -p PORT HOST >> {self.known_hosts}"
+            f"check it, then accept it with: ssh-keyscan {port}{shlex.quote(self.host)} >> "
+            f"{shlex.quote(self.known_hosts)}"
         )
 
 
@@ -85,7 +89,7 @@ class SSHHost:
                 client.load_host_keys(known_hosts)
             except (OSError, paramiko.SSHException) as exc:
                 raise HostKeyError(f"cannot read known_hosts file {known_hosts}: {exc}") from exc
-        client.set_missing_host_key_policy(_VerifyPolicy(known_hosts))
+        client.set_missing_host_key_policy(_VerifyPolicy(known_hosts, hostname, port))
         key_files: list[str] = []
         if self.options.key_file:
             key_files.append(os.path.expanduser(self.options.key_file))

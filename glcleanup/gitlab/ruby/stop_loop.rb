@@ -71,7 +71,7 @@ Glcleanup.main do |params|
   unless wanted.empty?
     foreign = wanted - repos.map(&:id)
     unless foreign.empty?
-      Glcleanup.refuse!("refused", "container repository #{foreign.join(', ')} does not belong to project " \
+      Glcleanup.refuse!("input", "container repository #{foreign.join(', ')} does not belong to project " \
                                    "#{project.full_path}; nothing was changed")
     end
     repos = repos.select { |r| wanted.include?(r.id) }

@@ -175,6 +175,23 @@ class Namespace < ApplicationRecord
   end
 end
 
+# A group is a namespace of type 'Group' (app/models/group.rb < Namespace); find_by_full_path is Routable's.
+class Group < ApplicationRecord
+  self.table_name = "namespaces"
+  self.inheritance_column = :_type_disabled
+  default_scope { where(type: "Group") }
+  has_one :route, -> { where(source_type: "Namespace") }, foreign_key: :source_id
+
+  def self.find_by_full_path(path, follow_redirects: false)
+    route = Route.where(source_type: "Namespace").find_by("LOWER(path) = LOWER(?)", path.to_s)
+    route && find_by(id: route.source_id)
+  end
+
+  def full_path
+    route&.path
+  end
+end
+
 class Project < ApplicationRecord
   belongs_to :namespace
   has_one :route, -> { where(source_type: "Project") }, foreign_key: :source_id
