@@ -30,7 +30,7 @@ def undo_command(
 def render_undo(report: UndoReport) -> None:
     doc = report.to_json()
     typer.echo(f"Journal {doc['journal']} ({doc['journal_state']}), project {doc['project']}")
-    emit_table(doc["restore"], ["id", "name", "actions", "how", "from", "to"], title="Restore:",
+    emit_table(doc["restore"], ["id", "name", "actions", "how", "from", "to", "columns"], title="Restore:",
                empty="(nothing to restore)")
     if doc["applied"]:
         typer.echo("Restored exactly as journaled." if doc["exact"] else f"Restored; differences: {doc['mismatches']}")
