@@ -13,10 +13,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from glcleanup.errors import ConfigError
+from glcleanup.redaction import SECRET_ENV_VARS, TOKEN_ENV_VARS, check_token, child_environment, redact, secret_forms
 from glcleanup.transport import SSHOptions
 
 DEFAULT_RUNNER = "gitlab-rails runner"
-TOKEN_ENV_VARS = ("GITLAB_PRIVATE_TOKEN", "GITLAB_TOKEN")
 
 
 @dataclass(frozen=True)
@@ -56,13 +56,6 @@ class Settings:
     def redact(self, text: str) -> str:
         """Remove the token from any text before it is shown or written."""
         return redact(text, self.token)
-
-
-def redact(text: str, *secrets: str | None) -> str:
-    for secret in secrets:
-        if secret and len(secret) >= 4:
-            text = text.replace(secret, "[REDACTED]")
-    return text
 
 
 def _config_files(config_file: str | None) -> list[str]:
@@ -146,6 +139,8 @@ def resolve(
                 break
     if token and token.startswith("helper:"):
         raise ConfigError("python-gitlab 'helper:' tokens are not supported yet; export GITLAB_PRIVATE_TOKEN")
+    if token:
+        check_token(token, str(token_source))
     return Settings(
         url=(url or env.get("GITLAB_URL") or section.get("url") or None),
         token=token,
@@ -164,4 +159,5 @@ def resolve(
     )
 
 
-__all__ = ["DEFAULT_RUNNER", "Settings", "redact", "replace", "resolve"]
+__all__ = ["DEFAULT_RUNNER", "SECRET_ENV_VARS", "Settings", "check_token", "child_environment", "redact", "replace",
+           "resolve", "secret_forms"]

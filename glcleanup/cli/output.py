@@ -16,7 +16,7 @@ import typer
 from tabulate import tabulate
 
 from glcleanup.errors import GlcleanupError
-from glcleanup.settings import TOKEN_ENV_VARS, redact
+from glcleanup.settings import SECRET_ENV_VARS, redact
 
 INTERRUPTED = 130  # 128 + SIGINT, as shells report it
 
@@ -91,7 +91,7 @@ def confirm(question: str, *, yes: bool, json_mode: bool,
 
 def known_secrets(*extra: str | None) -> list[str]:
     """What must never reach the screen: the resolved token and any token in the environment."""
-    found = [os.environ.get(name) for name in TOKEN_ENV_VARS]
+    found = [os.environ.get(name) for name in SECRET_ENV_VARS]
     return [s for s in (*extra, *found) if s]
 
 
@@ -106,6 +106,20 @@ def handle_errors(verbose: bool = False, secrets: Sequence[str | None] = ()) -> 
     except KeyboardInterrupt:
         typer.echo("glcleanup: interrupted", err=True)
         raise typer.Exit(INTERRUPTED) from None
+    except (typer.Exit, typer.Abort):
+        raise
+    except Exception as exc:  # a bug or an unexpected answer: still one redacted line, never a raw traceback
+        unexpected(exc, verbose, *secrets)
+
+
+def unexpected(exc: Exception, verbose: bool = False, *secrets: str | None) -> None:
+    """An exception glcleanup did not plan for: one line (the traceback with -v), secrets redacted, exit 3."""
+    hidden = known_secrets(*secrets)
+    if verbose:
+        sys.stderr.write(redact("".join(traceback.format_exception(exc)), *hidden))
+    message = redact(f"{type(exc).__name__}: {exc}", *hidden).splitlines() or [type(exc).__name__]
+    typer.echo(f"glcleanup: error: unexpected {message[0][:300]} (run with -v for the traceback)", err=True)
+    raise typer.Exit(3)
 
 
 def fail(exc: GlcleanupError, verbose: bool = False, *secrets: str | None) -> None:
