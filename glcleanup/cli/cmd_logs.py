@@ -7,7 +7,7 @@ from typing import Annotated, Any
 import typer
 
 from glcleanup.cli.options import command, json_mode
-from glcleanup.cli.output import confirm, emit_json, emit_table, info
+from glcleanup.cli.output import confirm, emit_json, emit_table, info, say
 from glcleanup.durations import parse_duration
 from glcleanup.errors import ExitCode
 from glcleanup.logs import analysis as logs
@@ -57,7 +57,7 @@ def render(report: logs.LogReport) -> None:
              "growth_bytes_per_hour": _size(s["growth_bytes_per_hour"])} for s in report.sources]
     emit_table(rows, _SOURCE_COLUMNS, title="Registry logs:")
     emit_table(report.loops, _LOOP_COLUMNS, title="\nDELETE loops:", empty="(none)")
-    typer.echo(f"\n{report.verdict()}")
+    say(f"\n{report.verdict()}")
 
 
 def _size(value: int | None) -> str | None:
@@ -91,7 +91,7 @@ def _render_truncate(outcome: dict[str, Any], as_json: bool) -> None:
             info(f"  {result['path']}: {result['bytes_before']} -> {result['bytes_after']} bytes; "
                  f"{result['explanation']}")
     if not as_json:
-        typer.echo("\n" + logs_disk.LOG_OPTS_FIX)
+        say("\n" + logs_disk.LOG_OPTS_FIX)
 
 
 def register(app: typer.Typer) -> None:

@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from glcleanup.cli.options import command, json_mode
-from glcleanup.cli.output import emit_json, emit_table, info
+from glcleanup.cli.output import emit_json, emit_table, info, say
 from glcleanup.durations import parse_duration
 from glcleanup.errors import ExitCode
 from glcleanup.ops.scan import ScanReport, ScanRequest, scan
@@ -43,7 +43,7 @@ def scan_command(
 
 def render(report: ScanReport) -> None:
     version = report.gitlab.get("version") or "?"
-    typer.echo(f"GitLab {version} at {report.gitlab.get('url') or '(runner only)'}")
+    say(f"GitLab {version} at {report.gitlab.get('url') or '(runner only)'}")
     columns = [c for c in _COLUMNS if any(c in r for r in report.repositories)] or _COLUMNS[:4]
     emit_table(report.repositories, columns, title="Repositories in a deletion state:",
                empty="(none: nothing is stuck)")

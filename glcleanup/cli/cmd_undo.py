@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from glcleanup.cli.options import command, json_mode
-from glcleanup.cli.output import emit_json, emit_table, info
+from glcleanup.cli.output import emit_json, emit_table, info, say
 from glcleanup.errors import ExitCode
 from glcleanup.ops.undo import UndoReport, undo
 from glcleanup.settings import Settings
@@ -29,11 +29,11 @@ def undo_command(
 
 def render_undo(report: UndoReport) -> None:
     doc = report.to_json()
-    typer.echo(f"Journal {doc['journal']} ({doc['journal_state']}), project {doc['project']}")
+    say(f"Journal {doc['journal']} ({doc['journal_state']}), project {doc['project']}")
     emit_table(doc["restore"], ["id", "name", "actions", "how", "from", "to", "columns"], title="Restore:",
                empty="(nothing to restore)")
     if doc["applied"]:
-        typer.echo("Restored exactly as journaled." if doc["exact"] else f"Restored; differences: {doc['mismatches']}")
+        say("Restored exactly as journaled." if doc["exact"] else f"Restored; differences: {doc['mismatches']}")
     elif doc["restore"]:
         info("dry run: nothing was changed; add --yes to restore")
     for warning in doc["warnings"]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import sys
 import traceback
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -42,26 +43,44 @@ def emit_table(rows: Iterable[Mapping[str, Any]], columns: Sequence[str], title:
                empty: str = "(none)") -> None:
     rows = list(rows)
     if title:
-        typer.echo(title)
+        typer.echo(printable(title))
     if not rows:
         typer.echo(empty)
         return
     typer.echo(tabulate([[_cell(r.get(c)) for c in columns] for r in rows], headers=list(columns)))
 
 
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+_CONTROL_CELL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+
+def printable(text: str, *, newlines: bool = True) -> str:
+    """Text from logs, the registry or GitLab made safe for a terminal: escape sequences, carriage returns
+    and bidi overrides shown as `\\xNN`/`\\uNNNN`, never interpreted (newlines kept unless `newlines=False`)."""
+    pattern = _CONTROL if newlines else _CONTROL_CELL
+    return pattern.sub(lambda m: m.group(0).encode("unicode_escape").decode("ascii"), text)
+
+
 def _cell(value: Any) -> str:
     if value is None:
         return "-"
     if isinstance(value, list | tuple):
-        return ",".join(str(v) for v in value)
-    if isinstance(value, dict):
-        return " ".join(f"{k}:{v}" for k, v in value.items())
-    return str(value)
+        text = ",".join(str(v) for v in value)
+    elif isinstance(value, dict):
+        text = " ".join(f"{k}:{v}" for k, v in value.items())
+    else:
+        text = str(value)
+    return printable(text, newlines=False)
 
 
 def info(message: str) -> None:
-    """Progress for humans: stderr, so stdout stays machine-readable."""
-    typer.echo(message, err=True)
+    """Progress for humans: stderr, so stdout stays machine-readable (terminal controls escaped)."""
+    typer.echo(printable(message), err=True)
+
+
+def say(message: str) -> None:
+    """A result line for humans on stdout, terminal controls escaped (values come from outside)."""
+    typer.echo(printable(message))
 
 
 def can_ask(json_mode: bool) -> bool:
@@ -128,7 +147,7 @@ def fail(exc: GlcleanupError, verbose: bool = False, *secrets: str | None) -> No
     if verbose:
         text = "".join(traceback.format_exception(exc))
         sys.stderr.write(redact(text, *hidden))
-    typer.echo(f"glcleanup: error: {redact(str(exc), *hidden)}", err=True)
+    typer.echo(printable(f"glcleanup: error: {redact(str(exc), *hidden)}"), err=True)
     if exc.details:
-        typer.echo(redact(exc.details, *hidden), err=True)
+        typer.echo(printable(redact(exc.details, *hidden)), err=True)
     raise typer.Exit(int(exc.exit_code))

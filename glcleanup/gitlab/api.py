@@ -21,6 +21,7 @@ callback or, on a terminal, to a rich progress bar on stderr; nothing is printed
 
 from __future__ import annotations
 
+import re
 import sys
 import threading
 import urllib.parse
@@ -114,15 +115,25 @@ def api_errors(url: str, token: str | None = None) -> Iterator[None]:
     except gitlab.exceptions.GitlabAuthenticationError as exc:
         raise AuthError(f"GitLab at {url} refused the token (401): check GITLAB_PRIVATE_TOKEN") from exc
     except gitlab.exceptions.GitlabHttpError as exc:
+        body = brief(exc.error_message)
         if exc.response_code == 403:
-            raise Forbidden(redact(f"GitLab at {url} answered 403 Forbidden: {exc.error_message}", token)) from exc
+            raise Forbidden(redact(f"GitLab at {url} answered 403 Forbidden: {body}", token)) from exc
         if exc.response_code == 404:
-            raise NotFoundError(redact(f"GitLab at {url}: {exc.error_message}", token)) from exc
-        raise ApiError(redact(f"GitLab at {url} answered {exc.response_code}: {exc.error_message}", token)) from exc
+            raise NotFoundError(redact(f"GitLab at {url}: {body}", token)) from exc
+        raise ApiError(redact(f"GitLab at {url} answered {exc.response_code}: {body}", token)) from exc
     except requests.exceptions.SSLError as exc:
         raise ConnectError(f"TLS error talking to {url}: {redact(str(exc), token)} (see GITLAB_SSL_VERIFY)") from exc
     except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:
         raise ConnectError(f"cannot reach GitLab at {url}: {_reason(exc, token)}") from exc
+
+
+def brief(message: object, limit: int = 200) -> str:
+    """An error body as one short line: an HTML error page (a proxy's 414, a 502) becomes its first text."""
+    text = message.decode("utf-8", "replace") if isinstance(message, bytes) else str(message)
+    text = re.sub(r"<(script|style)\b.*?</\1>", " ", text, flags=re.S | re.I)
+    text = re.sub(r"<[^>]*>", " ", text)
+    text = " ".join(text.split())
+    return text[:limit] + ("..." if len(text) > limit else "")
 
 
 def _reason(exc: Exception, token: str | None) -> str:

@@ -37,6 +37,7 @@ from glcleanup.stub.remote import (
 )
 from glcleanup.stub.render import Listen, StubConfig, render_env, render_nginx, stub_file
 from glcleanup.stub.status import StubStatus, iso, parse_access_line, read_status
+from glcleanup.stub.trust import check_owner, check_state
 from glcleanup.transport import Host
 
 GUARD_SECONDS = 240.0        # longer than a slow stop + port wait + start + verify
@@ -353,7 +354,9 @@ def plan_off(state: dict[str, Any]) -> list[str]:
 
 def stub_off(host: Host, directory: str, *, apply: bool, registry_url: str | None = None,
              say: Say = _quiet) -> OffResult:
-    """Restore exactly what `on` recorded; idempotent (already off is success)."""
+    """Restore exactly what `on` recorded; idempotent (already off is success). The state file is trusted
+    only when it is the user's own and not writable by others, and in the shape `on` writes."""
+    check_owner(host, directory)
     status = read_status(host, directory)
     result = OffResult(directory)
     if not status.state_file:
@@ -362,6 +365,7 @@ def stub_off(host: Host, directory: str, *, apply: bool, registry_url: str | Non
         result.last_off = doc.get("last_off")
         return result
     state = status.state or {}
+    check_state(state, directory)
     result.plan = plan_off(state)
     if not apply:
         return result
