@@ -34,15 +34,16 @@ from typing import Any, TypeVar
 
 import gitlab
 import requests
-from requests.adapters import HTTPAdapter
 
 from glcleanup import __version__
+from glcleanup import http as bounded_http
 from glcleanup.errors import ApiError, AuthError, ConnectError, Forbidden, GraphQLUnavailable, NotFoundError
 from glcleanup.settings import Settings, redact
 
 STUCK_STATES = ("delete_scheduled", "delete_ongoing", "delete_failed")
 UNKNOWN = "unknown"
 REST_STATUS_SINCE = (16, 7, 0)  # MR !138202 added `status` to the REST entity
+API_DEADLINE = 30.0  # seconds for one whole API request, slow servers included
 PER_PAGE = 100  # GitLab's maximum for offset pagination and GraphQL connections
 GRAPHQL_PROJECT_BATCH = 100
 GRAPHQL_REPOS_PER_PROJECT = 20  # most projects have fewer; the rest are paged separately
@@ -114,7 +115,7 @@ def api_errors(url: str, token: str | None = None) -> Iterator[None]:
         yield
     except gitlab.exceptions.GitlabAuthenticationError as exc:
         raise AuthError(f"GitLab at {url} refused the token (401): check GITLAB_PRIVATE_TOKEN") from exc
-    except gitlab.exceptions.GitlabHttpError as exc:
+    except gitlab.exceptions.GitlabError as exc:  # GitlabHttpError and the operation errors (GitlabGetError...)
         body = brief(exc.error_message)
         if exc.response_code == 403:
             raise Forbidden(redact(f"GitLab at {url} answered 403 Forbidden: {body}", token)) from exc
@@ -146,11 +147,15 @@ def _reason(exc: Exception, token: str | None) -> str:
     return redact(text, token)[:200]
 
 
-def connect(settings: Settings, *, timeout: float = 30.0) -> gitlab.Gitlab:
-    """An authenticated python-gitlab client from Settings (ConfigError/AuthError/ConnectError otherwise)."""
+def connect(settings: Settings, *, timeout: float | None = None) -> gitlab.Gitlab:
+    """An authenticated python-gitlab client from Settings (ConfigError/AuthError/ConnectError otherwise).
+
+    Every request it makes is bounded as a whole (`API_DEADLINE` s) and in body size (glcleanup.http)."""
     url, token = settings.require_api()
+    timeout = timeout or API_DEADLINE
     gl = gitlab.Gitlab(url, private_token=token, ssl_verify=settings.ssl_verify, timeout=timeout,
-                       user_agent=f"glcleanup/{__version__} {gitlab.const.USER_AGENT}")
+                       user_agent=f"glcleanup/{__version__} {gitlab.const.USER_AGENT}",
+                       session=bounded_http.bounded_session(deadline=timeout))  # whole requests, bounded bodies
     with api_errors(url, token):
         gl.auth()
     return gl
@@ -256,8 +261,9 @@ class Scanner:
     def __enter__(self) -> Scanner:
         session = self.gl.session
         if self.concurrency > 10:  # requests keeps 10 connections per host by default
-            for prefix in ("http://", "https://"):
-                session.mount(prefix, HTTPAdapter(pool_connections=10, pool_maxsize=self.concurrency))
+            adapter = session.get_adapter(self.gl.url)
+            bounded_http.mount(session, deadline=getattr(adapter, "deadline", None),
+                               max_bytes=getattr(adapter, "max_bytes", None), pool_maxsize=self.concurrency)
         session.hooks["response"].append(self._count)
         return self
 
