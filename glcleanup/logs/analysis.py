@@ -155,6 +155,7 @@ def source_entry(spec: str, summary: dict[str, Any]) -> dict[str, Any]:
         "bytes_read": summary.get("bytes_read"),
         "delete_lines": summary.get("delete_lines"),
         "nul_bytes": summary.get("nul_bytes"),
+        "long_lines_skipped": summary.get("long_lines", 0),
         "transport": summary.get("transport"),
     }
 

@@ -22,7 +22,10 @@ import json
 import mmap
 import os
 import re
+import stat
 import sys
+import threading
+import time
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # aliases only for the checker: the remote python may be 3.7
@@ -131,6 +134,7 @@ class Stats:
         self.unparsed = 0
         self.nul_bytes = 0
         self.bytes_scanned = 0
+        self.long_lines = 0  # lines longer than CHUNK: skipped (no registry writes those), counted
         self.past_start = False
 
     def add(self, line: bytes, start: float | None) -> None:
@@ -363,25 +367,40 @@ def analyze(read: Reader, size: int, since: float | None, view: Buffer | None = 
         while pos < size:
             stop = min(size, pos + CHUNK)
             if stop < size:
-                stop = max(view.rfind(b"\n", pos, stop) + 1, pos + 1)
+                stop = view.rfind(b"\n", pos, stop) + 1
+                if stop == 0:  # no newline in a whole chunk: an over-long line, skipped in one find
+                    nl = view.find(b"\n", pos + CHUNK)
+                    stats.long_lines += 1
+                    counter.bytes_read += (size if nl == -1 else nl + 1) - pos
+                    pos = size if nl == -1 else nl + 1
+                    continue
             stats.scan(view, pos, stop, start)
             counter.bytes_read += stop - pos
             pos = stop
     carry = b""
+    skipping = False  # inside an over-long line: drop bytes up to its newline
     while view is None and pos < size:
         buf = carry + counter(pos, min(CHUNK, size - pos))
         pos += len(buf) - len(carry)
+        carry = b""
+        if skipping:
+            nl = buf.find(b"\n")
+            if nl == -1:
+                continue
+            buf, skipping = buf[nl + 1:], False
         if pos < size:
             cut = buf.rfind(b"\n") + 1
+            if cut == 0 and len(buf) >= CHUNK:
+                stats.long_lines += 1
+                skipping = True
+                continue
             buf, carry = buf[:cut], buf[cut:]
-        else:
-            carry = b""
         stats.scan(buf, 0, len(buf), start)
     return {
         "size": size, "offset": offset, "newest": newest, "oldest": oldest, "start": start,
         "bytes_read": counter.bytes_read, "bytes_scanned": stats.bytes_scanned,
         "delete_lines": stats.delete_lines, "unparsed": stats.unparsed, "nul_bytes": stats.nul_bytes,
-        "groups": stats.to_json(),
+        "long_lines": stats.long_lines, "groups": stats.to_json(),
     }
 
 
@@ -411,9 +430,12 @@ def hole_end(read: Reader, size: int) -> int:
 
 def analyze_path(path: str, since: float | None) -> dict[str, Any]:
     """analyze() on a local file with positioned reads, plus the filesystem's free space."""
-    fd = os.open(path, os.O_RDONLY)
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # a FIFO must not block the open
     try:
-        size = os.fstat(fd).st_size
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise OSError("not a regular file: " + path)
+        size = info.st_size
         view = mmap.mmap(fd, size, access=mmap.ACCESS_READ) if size else None
         try:
             result = analyze(lambda off, n: os.pread(fd, n, off), size, since, view)
@@ -428,8 +450,30 @@ def analyze_path(path: str, since: float | None) -> dict[str, Any]:
     return result
 
 
+def exit_when_orphaned(interval: float = 0.2) -> threading.Thread:
+    """Stop this process when whoever reads its stdout is gone (glcleanup killed, SSH link cut): a closed
+    pipe shows as POLLERR/POLLHUP on our end, a dead parent as a new parent pid."""
+    import select
+
+    parent = os.getppid()
+    poller = select.poll()
+    poller.register(sys.stdout.fileno(), 0)  # only errors and hang-ups are reported
+
+    def watch() -> None:
+        while True:
+            gone = any(ev & (select.POLLERR | select.POLLHUP | select.POLLNVAL) for _fd, ev in poller.poll(0))
+            if gone or os.getppid() != parent:
+                os._exit(3)
+            time.sleep(interval)
+
+    thread = threading.Thread(target=watch, name="glcleanup-orphan-watch", daemon=True)
+    thread.start()
+    return thread
+
+
 def main(argv: list[str]) -> int:
     """`python3 - PATH SINCE_SECONDS|all`: one JSON document on stdout (exit 2 on bad path)."""
+    exit_when_orphaned()
     try:
         since = None if argv[1] == "all" else float(argv[1])
         out = analyze_path(argv[0], since)

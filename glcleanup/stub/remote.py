@@ -233,8 +233,8 @@ def curl_argv(base: str, probes: Sequence[Probe], timeout: float = 10.0) -> list
     for i, probe in enumerate(probes):
         if i:
             argv.append("--next")
-        argv += ["-sS", "-k", "--http1.1", "--max-time", f"{timeout:g}", "-A", VERIFY_AGENT,
-                 "-w", "\n" + _MARK.replace("{code}", "%{http_code}") + "\n"]
+        argv += ["-sS", "-k", "--http1.1", "--max-time", f"{timeout:g}", "--max-filesize", "1048576",
+                 "-A", VERIFY_AGENT, "-w", "\n" + _MARK.replace("{code}", "%{http_code}") + "\n"]
         argv += ["-I"] if probe.method == "HEAD" else ["-i", "-X", probe.method]
         argv.append((probe.base or base) + probe.path)
     return argv
