@@ -31,6 +31,8 @@ def logs_command(
         "--truncate", help="Empty the log(s) after saving the evidence (plan first; needs --yes or a yes).")
     ] = False,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Apply --truncate without asking.")] = False,
+    force: Annotated[bool, typer.Option(
+        "--force", help="--truncate even a file with no registry log lines (refused otherwise).")] = False,
 ) -> int:
     """Show registry-log evidence of a DELETE loop (exit 1 when a loop is found)."""
     window = parse_duration(since, allow_all=True)
@@ -42,7 +44,8 @@ def logs_command(
         if not as_json:
             render(report)
         if truncate:
-            document["truncate"] = logs_disk.relieve(host, document, lambda t: _approve(t, yes, json_mode(settings)))
+            document["truncate"] = logs_disk.relieve(host, document, lambda t: _approve(t, yes, json_mode(settings)),
+                                                  force=force)
             document["truncate"]["log_opts_fix"] = logs_disk.LOG_OPTS_FIX
             _render_truncate(document["truncate"], as_json)
     finally:
@@ -77,7 +80,8 @@ def _approve(targets: list[logs_disk.TruncateTarget], yes: bool, as_json: bool) 
     for target in targets:
         writers = ", ".join(f"pid {w.pid} {w.command} ({'O_APPEND' if w.append else 'NO O_APPEND'})"
                             for w in target.writers) or "no writer found"
-        info(f"  {target.path}: {target.bytes} bytes; writers: {writers}")
+        real = f" -> {target.resolved} (a symlink: this file is emptied)" if target.resolved != target.path else ""
+        info(f"  {target.path}{real}: {target.bytes} bytes; writers: {writers}")
         if target.nul_risk:
             info(f"  warning: {logs_disk.NUL_EXPLANATION}")
     return confirm("Truncate now?", yes=yes, json_mode=as_json,
