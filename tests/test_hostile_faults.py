@@ -18,9 +18,10 @@ from typer.testing import CliRunner
 
 from glcleanup.cli import app
 from glcleanup.errors import HostKeyError, JournalError
+from glcleanup.journal.lock import database_key, project_lock
 from glcleanup.journal.store import Journal
 from glcleanup.lab import schema
-from glcleanup.transport import SSHHost, SSHOptions, parse_host
+from glcleanup.transport import LocalHost, SSHHost, SSHOptions, parse_host
 from tests.support.ssh import AsyncSSHServer
 from tests.test_stop_loop_static import RUNNER, make_db, rows
 
@@ -145,3 +146,23 @@ def test_truncate_of_a_symlinked_registry_log_shows_and_empties_the_real_file(tm
     assert link.is_symlink()
     plan = json.loads(result.stdout)["truncate"]["plan"][0]
     assert plan["resolved"] == str(real)
+
+
+# --- the stop-loop lock follows the database, not the host string ------------------------------------------
+
+@pytest.mark.timeout(60)
+def test_local_and_root_at_loopback_take_one_lock(sshd: AsyncSSHServer, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """class fault/lock: `local` and `root@127.0.0.1` reach one database, so the second run is refused
+    before its runner boots."""
+    monkeypatch.setenv("GLCLEANUP_LAB_BOOT_LOG", str(tmp_path / "boots.log"))
+    held = database_key(LocalHost(), "local")
+    assert held.startswith("machine:")
+    with project_lock("local", "acme/web", "stop-loop", key=held):
+        result = CliRunner().invoke(app, [
+            "stop-loop", "--project", "acme/web", "--yes", "--rails-host", f"root@127.0.0.1:{sshd.port}",
+            "--rails-runner", RUNNER, "--ssh-key", str(sshd.key_file), "--known-hosts", str(sshd.known_hosts),
+            "-o", "json"])
+    assert result.exit_code == 3, result.output
+    assert "another glcleanup stop-loop is working on acme/web via local" in result.stderr
+    assert not (tmp_path / "boots.log").exists()

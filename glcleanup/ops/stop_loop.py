@@ -16,7 +16,7 @@ from typing import Any
 from glcleanup import validate
 from glcleanup.errors import ConnectError, GlcleanupError, JournalError, RunnerError, UsageError
 from glcleanup.gitlab.rails import RailsRunner, runner_from_settings
-from glcleanup.journal.lock import project_lock
+from glcleanup.journal.lock import database_key, project_lock
 from glcleanup.journal.store import APPLIED, ROLLED_BACK, Journal, ensure_writable, now_iso
 from glcleanup.ops.leftovers import registry_leftovers
 from glcleanup.settings import Settings, redact
@@ -205,7 +205,7 @@ def stop_loop(settings: Settings, request: StopLoopRequest,
     meta = {"rails_host": host, "rails_runner": redact(settings.rails_runner, settings.token),
             "project_path": request.project, "settle": request.settle}
     try:
-        with project_lock(host, request.project, "stop-loop"):
+        with project_lock(host, request.project, "stop-loop", key=database_key(runner.host, host)):
             if request.apply or confirm is not None:
                 ensure_writable()
             report = _run_once(runner, request, meta)

@@ -13,7 +13,7 @@ from typing import Any
 from glcleanup import validate
 from glcleanup.errors import JournalError, UsageError
 from glcleanup.gitlab.rails import runner_from_settings
-from glcleanup.journal.lock import project_lock
+from glcleanup.journal.lock import database_key, project_lock
 from glcleanup.journal.store import ROLLED_BACK, UNDONE, Journal, now_iso
 from glcleanup.journal.store import latest_for_undo as _latest
 from glcleanup.settings import Settings
@@ -82,7 +82,7 @@ def undo(settings: Settings, journal_path: str | None, apply: bool) -> UndoRepor
     runner = runner_from_settings(settings)
     params = {"journal": {k: data[k] for k in _UNDO_KEYS if k in data}, "apply": apply}
     try:
-        with project_lock(host, project, "undo"):
+        with project_lock(host, project, "undo", key=database_key(runner.host, host)):
             result: dict[str, Any] = runner.run("undo", params)
             if result.get("never_applied"):
                 data.update(state=ROLLED_BACK, checked_at=now_iso())
