@@ -236,3 +236,18 @@ def test_unbounded_values_are_exit_2_in_one_line(args: list[str], tmp_path: Path
     assert len(result.stderr) < 400
     assert not (tmp_path / "ran").exists()
     assert not (tmp_path / "stub").exists()
+
+
+@pytest.mark.parametrize("url", ["-o/tmp/pwned", "--config=/etc/shadow", "file:///etc/shadow", "http://x y"])
+def test_a_state_files_registry_url_never_reaches_curl_as_an_option(url: str, tmp_path: Path) -> None:
+    """class render/state: the URL `off` checks the registry at is data of a strict shape."""
+    directory, marker = _state_dir(tmp_path, None)
+    state = directory / "state.json"
+    doc = json.loads(state.read_text())
+    doc["registry_url"] = url
+    state.write_text(json.dumps(doc))
+    result = stub_cli("off", "--dir", str(directory), "--yes")
+    one_line_exit_2(result)
+    assert "registry_url" in result.stderr
+    assert not marker.exists()
+    assert not Path("/tmp/pwned").exists()

@@ -311,6 +311,8 @@ done
 
 def registry_answers(host: Host, url: str, tries: int = 20) -> tuple[bool, str]:
     """Does the real registry answer `GET /v2/` with Docker-Distribution-Api-Version (from its host)?"""
+    if not re.match(r"\Ahttps?://[^\s]+\Z", url):  # curl must never read it as an option
+        return False, f"not an http(s) URL: {url[:80]!r}"
     try:
         result = sh_check(host, _REGISTRY_PING, url.rstrip("/"), str(tries), timeout=tries * 7 + 10)
     except ConnectError as exc:

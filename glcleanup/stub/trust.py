@@ -24,6 +24,7 @@ printf '%s %s %s\\n' "$(stat -c '%u %a' -- "$f")" "$(stat -c '%u %a' -- "$1")" "
 """
 _DEPLOYS = ("nginx", "compose", "compose-v1")
 _PROJECT = re.compile(r"\Aglcleanup-stub-[0-9a-f]{8}\Z")
+_URL = re.compile(r"\Ahttps?://[A-Za-z0-9.\-\[\]:]{1,300}(?:/[A-Za-z0-9._~/\-]*)?\Z")  # reaches curl as a word
 
 
 def check_owner(host: Host, directory: str) -> None:
@@ -61,6 +62,9 @@ def check_state(state: dict[str, Any], directory: str) -> None:
         problems.append("unknown deploy")
     if not isinstance(state.get("compose_project"), str) or not _PROJECT.match(state["compose_project"]):
         problems.append("odd compose project")
+    url = state.get("registry_url")
+    if url is not None and (not isinstance(url, str) or not _URL.match(url)):
+        problems.append("registry_url is not an http(s) URL")
     for key in ("start_registry", "stop_registry"):
         if not _words(state.get(key)):
             problems.append(f"{key} is not a list of one-line words")
