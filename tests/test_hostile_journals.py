@@ -270,3 +270,15 @@ def test_non_regular_and_huge_files_are_refused_before_reading(world: dict[str, 
         writer.join(1)
     text = "more than a journal can be" if kind.startswith("huge") else "not a regular file"
     refused(result, world, before, text)
+
+
+def test_an_edited_newest_journal_is_not_passed_over_for_an_older_one(world: dict[str, Any]) -> None:
+    """class journal/tampered: `undo` without a path must not silently undo an older run instead."""
+    older = forge(world, copy.deepcopy(world["data"]), name="00000000T000000000000Z-older.json")
+    assert older.exists()
+    path: Path = world["journal"]
+    data = json.loads(path.read_text())
+    data["mode"] = "done"
+    path.write_text(json.dumps(data))
+    before = dump(world["db"])
+    refused(cli("undo", "--yes"), world, before, "was EDITED after glcleanup wrote it")

@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from glcleanup.errors import GlcleanupError, JournalError, NotFoundError, UsageError
+from glcleanup.errors import GlcleanupError, JournalError, JournalTampered, NotFoundError, UsageError
 from glcleanup.journal import verify
 from glcleanup.paths import journal_dir
 
@@ -138,6 +138,8 @@ def latest_for_undo() -> Journal:
     for path in reversed(journals()):
         try:
             journal = Journal.load(path)
+        except JournalTampered:
+            raise  # an edited newest journal is said so, never silently passed over for an older one
         except GlcleanupError:
             continue
         if journal.state != ROLLED_BACK:

@@ -23,7 +23,7 @@ import stat
 from pathlib import Path
 from typing import Any
 
-from glcleanup.errors import JournalError, UsageError
+from glcleanup.errors import JournalError, JournalTampered, UsageError
 from glcleanup.paths import journal_key_path
 
 MAX_JOURNAL_BYTES = 16 * 1024 * 1024  # thousands of rows fit in well under 1 MiB
@@ -109,11 +109,11 @@ def check_digest(data: dict[str, Any], path: Path) -> None:
     """Refuse (exit 2) a journal without its digest or whose content no longer matches it."""
     recorded = data.get(DIGEST_KEY)
     if not isinstance(recorded, str) or not recorded.startswith(DIGEST_PREFIX):
-        raise UsageError(f"{path} has no glcleanup digest: it was not written by this glcleanup (or was edited); "
+        raise JournalTampered(f"{path} has no glcleanup digest: it was not written by this glcleanup (or was edited); "
                          "refused, nothing changed")
     expected = DIGEST_PREFIX + hmac.new(_key(create=False), _canonical(data), hashlib.sha256).hexdigest()
     if not hmac.compare_digest(recorded, expected):
-        raise UsageError(f"{path} was EDITED after glcleanup wrote it (its digest does not match): refused, "
+        raise JournalTampered(f"{path} was EDITED after glcleanup wrote it (its digest does not match): refused, "
                          "nothing changed")
 
 
