@@ -9,11 +9,15 @@ from glcleanup.errors import UsageError
 
 _PART = re.compile(r"(\d+)([smhd])")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+MAX_DURATION = timedelta(days=3660)  # ten years: longer is a typo, and timedelta overflows past 999999999 days
+MAX_TEXT = 40
 
 
 def parse_duration(text: str, *, allow_all: bool = False) -> timedelta | None:
     """Parse `15m`-style durations; None for `all` when allowed; UsageError otherwise."""
     value = text.strip().lower()
+    if len(value) > MAX_TEXT:
+        raise UsageError(f"invalid duration {text[:MAX_TEXT]!r}...: too long")
     if allow_all and value == "all":
         return None
     if value.isdigit():  # `--since 15`: minutes or seconds? refuse rather than guess
@@ -23,7 +27,12 @@ def parse_duration(text: str, *, allow_all: bool = False) -> timedelta | None:
                          (" or all" if allow_all else ""))
     total = timedelta()
     for amount, unit in _PART.findall(value):
-        total += timedelta(**{_UNITS[unit]: int(amount)})
+        try:
+            total += timedelta(**{_UNITS[unit]: int(amount)})
+        except OverflowError:
+            total = MAX_DURATION * 2
+        if total > MAX_DURATION:
+            raise UsageError(f"duration {text!r} is longer than {MAX_DURATION.days} days")
     if total <= timedelta():
         raise UsageError(f"duration must be positive: {text!r}")
     return total

@@ -91,6 +91,10 @@ class JournalError(GlcleanupError):
     """The journal could not be written or read."""
 
 
+class JournalTampered(UsageError):
+    """A journal's content no longer matches the digest glcleanup wrote with it (or it has none)."""
+
+
 class CheckFailed(GlcleanupError):
     """A doctor check ran and the answer is no."""
 

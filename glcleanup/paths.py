@@ -31,3 +31,8 @@ def evidence_dir() -> Path:
 def lab_dir() -> Path:
     """The local incident lab's default directory."""
     return state_dir() / "lab"
+
+
+def journal_key_path() -> Path:
+    """The secret that signs journals (0600): an edited journal no longer matches its digest."""
+    return state_dir() / "journal.key"

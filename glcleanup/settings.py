@@ -14,10 +14,10 @@ from pathlib import Path
 
 from glcleanup import validate
 from glcleanup.errors import ConfigError
+from glcleanup.redaction import SECRET_ENV_VARS, TOKEN_ENV_VARS, check_token, child_environment, redact, secret_forms
 from glcleanup.transport import SSHOptions
 
 DEFAULT_RUNNER = "gitlab-rails runner"
-TOKEN_ENV_VARS = ("GITLAB_PRIVATE_TOKEN", "GITLAB_TOKEN")
 
 
 @dataclass(frozen=True)
@@ -64,13 +64,6 @@ class Settings:
     def redact(self, text: str) -> str:
         """Remove the token from any text before it is shown or written."""
         return redact(text, self.token)
-
-
-def redact(text: str, *secrets: str | None) -> str:
-    for secret in secrets:
-        if secret and len(secret) >= 4:
-            text = text.replace(secret, "[REDACTED]")
-    return text
 
 
 def _config_files(config_file: str | None) -> list[str]:
@@ -161,6 +154,8 @@ def resolve(
                 break
     if token and token.startswith("helper:"):
         raise ConfigError("python-gitlab 'helper:' tokens are not supported yet; export GITLAB_PRIVATE_TOKEN")
+    if token:
+        check_token(token, str(token_source))
     the_url = url or env.get("GITLAB_URL") or section.get("url") or None
     the_registry_url = registry_url or section.get("glcleanup_registry_url") or None
     if the_url:
@@ -190,4 +185,5 @@ def resolve(
     )
 
 
-__all__ = ["DEFAULT_RUNNER", "Settings", "redact", "replace", "resolve"]
+__all__ = ["DEFAULT_RUNNER", "SECRET_ENV_VARS", "Settings", "check_token", "child_environment", "redact", "replace",
+           "resolve", "secret_forms"]

@@ -36,7 +36,8 @@ def project_path(value: str) -> str:
 
 def group_path(value: str) -> str:
     """Like project_path, but a single top-level segment is allowed."""
-    if value and "/" not in value and value.isascii() and _SEGMENT.match(value) and ".." not in value:
+    if value and len(value) <= MAX_FULL_PATH and "/" not in value and value.isascii() and _SEGMENT.match(value) \
+            and ".." not in value and not value.endswith((".git", ".atom")):
         return value
     return project_path(value)
 

@@ -239,5 +239,5 @@ def test_an_unexpected_exception_is_one_line_and_exit_3(monkeypatch: pytest.Monk
     result = CliRunner().invoke(app, ["config", "-o", "table"])
     assert result.exit_code == 3
     assert result.stderr.count("\n") == 1
-    assert "unexpected error: RuntimeError: something nobody planned for second line" in result.stderr
+    assert "error: unexpected RuntimeError: something nobody planned for second line" in result.stderr
     assert "Traceback" not in result.stderr

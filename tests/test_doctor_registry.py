@@ -117,7 +117,9 @@ def test_registry_that_refuses_the_probe_is_safe(http: Callable[[Handler], str])
 
 
 def test_token_registry_is_inconclusive_not_alarming(http: Callable[[Handler], str]) -> None:
-    code, doc = _doctor("--registry-url", http(lambda req: (401, {"WWW-Authenticate": "Bearer x"}, b"{}")))
+    # Distribution (and GitLab's registry) send the API version header on every answer, 401 included
+    headers = {"WWW-Authenticate": "Bearer x", "Docker-Distribution-Api-Version": "registry/2.0"}
+    code, doc = _doctor("--registry-url", http(lambda req: (401, headers, b"{}")))
     assert code == 0
     assert doc["registry"]["loop_risk"] is False
     assert "401" in doc["registry"]["explanation"]

@@ -34,6 +34,8 @@ def new_journal(state: str = APPLIED) -> Journal:
 def test_journal_lives_under_xdg_state_home_private_and_whole(isolated_home: Path) -> None:
     ensure_writable()
     journal = new_journal()
+    journal.data.update(changes=[{"id": 1, "action": "park"}, {"id": 2, "action": "park"}],
+                        project={"id": 7, "full_path": "acme/web"})
     assert journal.path.parent == isolated_home / ".local" / "state" / "glcleanup" / "journal"
     assert (journal.path.stat().st_mode & 0o777) == 0o600
     assert (journal.path.parent.stat().st_mode & 0o777) == 0o700

@@ -314,14 +314,19 @@ def wait_for(cond: Callable[[], object], timeout: float = 15.0) -> None:
     wait_until(cond, timeout)
 
 
-def test_undo_defaults_to_the_journals_runner(lab_db: tuple[Path, str, dict[str, int]]) -> None:
+def test_undo_never_runs_the_journals_runner(lab_db: tuple[Path, str, dict[str, int]]) -> None:
+    """design.md §7.8: without a configured rails host undo names the journal's and runs nothing."""
     db, _version, _ids = lab_db
-    before = dump(db)
     assert stop("--mode", "done", "--yes").exit_code == 0
-    result = CliRunner().invoke(app, ["undo", "--yes", "-o", "json"])  # no --rails-host: the journal says local
-    assert result.exit_code == 0, result.output
-    assert json.loads(result.stdout)["exact"] is True
-    assert dump(db) == before
+    after = dump(db)
+    result = CliRunner().invoke(app, ["undo", "--yes", "-o", "json"])  # no --rails-host: refused
+    assert result.exit_code == 2, result.output
+    assert "--rails-host 'local'" in result.stderr
+    assert dump(db) == after
+    assert boots(db) == 1
+    done = cli("undo", "--yes")
+    assert done.exit_code == 0, done.output
+    assert json.loads(done.stdout)["exact"] is True
 
 
 def test_stop_loop_twice_is_one_line(lab_db: tuple[Path, str, dict[str, int]]) -> None:

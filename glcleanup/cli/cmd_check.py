@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from glcleanup.cli.options import command
-from glcleanup.cli.output import emit_json
+from glcleanup.cli.output import emit_json, say
 from glcleanup.durations import parse_duration
 from glcleanup.errors import GlcleanupError, UsageError
 from glcleanup.settings import Settings
@@ -70,10 +70,10 @@ def check_command(
             projects=list(project or []), group=group, stub_dir=stub_dir, probe=not no_probe)
         report = run_check(settings, request)
     except UsageError as exc:
-        typer.echo(f"GLCLEANUP UNKNOWN - {exc}\n{USAGE}")
+        say(f"GLCLEANUP UNKNOWN - {exc}\n{USAGE}")
         return UNKNOWN
     except GlcleanupError as exc:
-        typer.echo(f"GLCLEANUP UNKNOWN - {settings.redact(str(exc))}")
+        say(f"GLCLEANUP UNKNOWN - {settings.redact(str(exc))}")
         return UNKNOWN
     if prometheus:
         try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from glcleanup.cli.options import command, json_mode
-from glcleanup.cli.output import emit_json, emit_table
+from glcleanup.cli.output import emit_json, emit_table, say
 from glcleanup.errors import ExitCode
 from glcleanup.gitlab_facts import RETRY_CAP_FLAG, RetryCap
 from glcleanup.ops.doctor import DoctorReport, diagnose
@@ -29,19 +29,19 @@ def render(report: DoctorReport) -> None:
     reg = report.registry
     if reg.get("tag_delete_probe"):
         probe, delete = reg["tag_delete_probe"], reg["tag_delete"]
-        typer.echo(f"\nProbe replay on {reg['url']}:")
-        typer.echo(f"  {probe['request']} -> {probe['status']} Allow: {probe['allow'] or '-'}")
-        typer.echo(f"  {delete['request']} -> {delete['status']} {delete['error_code'] or ''}")
-        typer.echo(f"  loop risk: {'YES' if reg['loop_risk'] else 'no'}: {reg['explanation']}")
+        say(f"\nProbe replay on {reg['url']}:")
+        say(f"  {probe['request']} -> {probe['status']} Allow: {probe['allow'] or '-'}")
+        say(f"  {delete['request']} -> {delete['status']} {delete['error_code'] or ''}")
+        say(f"  loop risk: {'YES' if reg['loop_risk'] else 'no'}: {reg['explanation']}")
         cap = {RetryCap.NATIVE: "caps deletion retries (a failing deletion ends as delete_failed)",
                RetryCap.FEATURE_FLAG: f"caps deletion retries (the {RETRY_CAP_FLAG} flag is on)",
                RetryCap.NONE: "has no retry cap: a failing deletion retries forever",
                RetryCap.UNKNOWN: f"caps retries only with the {RETRY_CAP_FLAG} flag (state unknown without "
                                  "--rails-host)"}.get(reg.get("retry_cap", ""))
         if cap:
-            typer.echo(f"  GitLab {reg['gitlab_version']} {cap}")
+            say(f"  GitLab {reg['gitlab_version']} {cap}")
         for number, fix in enumerate(reg.get("fixes", []), 1):
-            typer.echo(f"  fix {number}: {fix}")
+            say(f"  fix {number}: {fix}")
 
 
 def register(app: typer.Typer) -> None:

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from glcleanup.cli.options import REGISTRY_HOST, command, json_mode
-from glcleanup.cli.output import confirm, emit_json, emit_table, info
+from glcleanup.cli.output import confirm, emit_json, emit_table, info, say
 from glcleanup.durations import parse_duration
 from glcleanup.errors import ExitCode
 from glcleanup.logs import analysis as logs
@@ -34,6 +34,8 @@ def logs_command(
         "--truncate", help="Empty the log(s) after saving the evidence (plan first; needs --yes or a yes).")
     ] = False,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Apply --truncate without asking.")] = False,
+    force: Annotated[bool, typer.Option(
+        "--force", help="--truncate even a file with no registry log lines (refused otherwise).")] = False,
 ) -> int:
     """Show registry-log evidence of a DELETE loop (exit 1 while a loop is active; an ended one is shown)."""
     window = parse_duration(since, allow_all=True)
@@ -45,7 +47,8 @@ def logs_command(
         if not as_json:
             render(report)
         if truncate:
-            document["truncate"] = logs_disk.relieve(host, document, lambda t: _approve(t, yes, json_mode(settings)))
+            document["truncate"] = logs_disk.relieve(host, document, lambda t: _approve(t, yes, json_mode(settings)),
+                                                  force=force)
             document["truncate"]["log_opts_fix"] = logs_disk.LOG_OPTS_FIX
             _render_truncate(document["truncate"], as_json)
     finally:
@@ -80,7 +83,7 @@ def render(report: logs.LogReport) -> None:
              "growth_bytes_per_hour": _size(s["growth_bytes_per_hour"])} for s in report.sources]
     emit_table(rows, _SOURCE_COLUMNS, title="Registry logs:")
     emit_table(loop_state.table_rows(report.loops), _LOOP_COLUMNS, title="\nDELETE loops:", empty="(none)")
-    typer.echo(f"\n{report.verdict()}")
+    say(f"\n{report.verdict()}")
 
 
 def _size(value: int | None) -> str | None:
@@ -100,7 +103,8 @@ def _approve(targets: list[logs_disk.TruncateTarget], yes: bool, as_json: bool) 
     for target in targets:
         writers = ", ".join(f"pid {w.pid} {w.command} ({'O_APPEND' if w.append else 'NO O_APPEND'})"
                             for w in target.writers) or "no writer found"
-        info(f"  {target.path}: {target.bytes} bytes; writers: {writers}")
+        real = f" -> {target.resolved} (a symlink: this file is emptied)" if target.resolved != target.path else ""
+        info(f"  {target.path}{real}: {target.bytes} bytes; writers: {writers}")
         if target.nul_risk:
             info(f"  warning: {logs_disk.NUL_EXPLANATION}")
     return confirm("Truncate now?", yes=yes, json_mode=as_json,
@@ -114,7 +118,7 @@ def _render_truncate(outcome: dict[str, Any], as_json: bool) -> None:
             info(f"  {result['path']}: {result['bytes_before']} -> {result['bytes_after']} bytes; "
                  f"{result['explanation']}")
     if not as_json:
-        typer.echo("\n" + logs_disk.LOG_OPTS_FIX)
+        say("\n" + logs_disk.LOG_OPTS_FIX)
 
 
 def register(app: typer.Typer) -> None:

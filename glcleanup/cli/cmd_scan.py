@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from glcleanup.cli.options import API, RAILS, REGISTRY_HOST, command, json_mode
-from glcleanup.cli.output import emit_json, emit_table, info
+from glcleanup.cli.output import emit_json, emit_table, info, say
 from glcleanup.cli.progress import rich_progress
 from glcleanup.durations import parse_duration
 from glcleanup.errors import ExitCode
@@ -48,7 +48,7 @@ def scan_command(
 
 def render(report: ScanReport) -> None:
     version = report.gitlab.get("version") or "?"
-    typer.echo(f"GitLab {version} at {report.gitlab.get('url') or '(runner only)'}")
+    say(f"GitLab {version} at {report.gitlab.get('url') or '(runner only)'}")
     columns = [c for c in _COLUMNS if any(c in r for r in report.repositories)] or _COLUMNS[:4]
     emit_table(report.repositories, columns, title="Repositories in a deletion state:", empty="(none)")
     if report.cleanup_policies:
@@ -57,7 +57,7 @@ def render(report: ScanReport) -> None:
                    title="\nCleanup-policy runs in progress (they loop the same way):")
     if report.loops:
         emit_table(loop_state.table_rows(report.loops), _LOOP_COLUMNS, title="\nLoop evidence in the registry log:")
-    typer.echo(f"\n{report.verdict()}")
+    say(f"\n{report.verdict()}")
     for warning in report.warnings:
         info(f"warning: {warning}")
 

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 import typer
 
 from glcleanup.cli.options import RAILS, REGISTRY_URL, command, json_mode
-from glcleanup.cli.output import ask_yes, can_ask, emit_json, emit_table, info
+from glcleanup.cli.output import ask_yes, can_ask, emit_json, emit_table, info, say
 from glcleanup.errors import ExitCode
 from glcleanup.ops.stop_loop import DEFAULT_SETTLE, StopLoopReport, StopLoopRequest, stop_loop
 from glcleanup.settings import Settings
@@ -61,7 +61,7 @@ def _ask(report: StopLoopReport) -> bool:
 
 def _render_plan(report: StopLoopReport) -> None:
     doc = report.to_json()
-    typer.echo(f"GitLab {doc['gitlab_version']} (retry cap: {doc['retry_cap']}), project {doc['project']}, "
+    say(f"GitLab {doc['gitlab_version']} (retry cap: {doc['retry_cap']}), project {doc['project']}, "
                f"mode {doc['mode']}")
     columns = [c for c in _PLAN if any(c in r for r in doc["plan"])]
     emit_table(doc["plan"], columns, title="Plan (from -> to):", empty="(nothing to stop)")
@@ -71,7 +71,7 @@ def render(report: StopLoopReport) -> None:
     doc = report.to_json()
     if not doc["plan"] and not doc["cleanup_policies"]:  # e.g. stop-loop twice: one line says it all
         parked = len(doc["already_failed"])
-        typer.echo(f"nothing to stop in {doc['project']}: no repository is in delete_scheduled/delete_ongoing"
+        say(f"nothing to stop in {doc['project']}: no repository is in delete_scheduled/delete_ongoing"
                    + (f" ({parked} already parked as delete_failed)" if parked else "")
                    + f" (GitLab {doc['gitlab_version']})")
         for warning in doc["warnings"]:
@@ -87,11 +87,11 @@ def render(report: StopLoopReport) -> None:
         if doc["plan"]:
             info("dry run: nothing was changed; add --yes to apply")
     else:
-        typer.echo(f"\nApplied; journal: {doc['journal']}")
-        typer.echo(f"Verified after {doc['settle_seconds']:g} s settle, {doc['rounds']} round(s): "
+        say(f"\nApplied; journal: {doc['journal']}")
+        say(f"Verified after {doc['settle_seconds']:g} s settle, {doc['rounds']} round(s): "
                    f"{'yes' if doc['verified'] else 'NO'}")
         for item in doc["reapplied"]:
-            typer.echo(f"  a worker wrote back {_ids(item['rows'])} at {item['at']}: re-applied")
+            say(f"  a worker wrote back {_ids(item['rows'])} at {item['at']}: re-applied")
         if doc.get("requeue_hint"):
             info(doc["requeue_hint"])
         if "left_in_registry" in doc:

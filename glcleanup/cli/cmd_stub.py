@@ -7,7 +7,7 @@ from typing import Annotated, Any
 import typer
 
 from glcleanup.cli.options import REGISTRY_HOST, REGISTRY_URL, command, json_mode
-from glcleanup.cli.output import confirm, emit_json, info
+from glcleanup.cli.output import confirm, emit_json, info, say
 from glcleanup.durations import parse_duration
 from glcleanup.errors import ExitCode, UsageError
 from glcleanup.settings import Settings
@@ -105,14 +105,14 @@ def _render_on(result: OnResult, settings: Settings) -> None:
         emit_json(result.to_json())
         return
     if result.already:
-        typer.echo(f"stub already on in {result.config.dir}; nothing changed")
+        say(f"stub already on in {result.config.dir}; nothing changed")
         return
     if not result.applied:
         return
     for line in result.verified:
         info(f"  ok  {line}")
     status = result.status or {}
-    typer.echo(f"stub on: {status.get('mode')} on {status.get('listen')} since {status.get('since')}"
+    say(f"stub on: {status.get('mode')} on {status.get('listen')} since {status.get('since')}"
                + (f" until {status.get('until')}" if status.get("until") not in (None, "-") else "")
                + f" (logs: {result.config.dir}/access.log)")
 
@@ -137,12 +137,12 @@ def _render_off(result: OffResult, settings: Settings) -> int:
         emit_json(result.to_json())
     elif result.already_off:
         last = result.last_off or {}
-        typer.echo("stub already off" + (f" (ended: {last.get('reason')} at {last.get('at')})" if last else ""))
+        say("stub already off" + (f" (ended: {last.get('reason')} at {last.get('at')})" if last else ""))
     elif result.applied:
         if result.registry_ok is None:
-            typer.echo("stub off (registry not checked: no --registry-url and no --start-registry recorded)")
+            say("stub off (registry not checked: no --registry-url and no --start-registry recorded)")
         else:
-            typer.echo("stub off: registry restored" if not trouble else "stub off, but the registry does not answer")
+            say("stub off: registry restored" if not trouble else "stub off, but the registry does not answer")
         if result.registry_detail:
             info(f"registry: {result.registry_detail}")
     return int(ExitCode.TROUBLE if trouble else ExitCode.OK)
@@ -167,20 +167,20 @@ def status_command(settings: Settings, directory: DirOpt = DEFAULT_DIR) -> int:
 def _render_status(doc: dict[str, Any]) -> None:
     if doc["state"] == "off":
         last = doc.get("last_off")
-        typer.echo("stub: off" + (f" (last ended: {last['reason']} at {last['at']})" if last else ""))
+        say("stub: off" + (f" (last ended: {last['reason']} at {last['at']})" if last else ""))
         if doc.get("stale"):
-            typer.echo(f"warning: {doc['dir']}/state.json is left from a stub that is not running: "
+            say(f"warning: {doc['dir']}/state.json is left from a stub that is not running: "
                        "run `stub off --yes` to restore what it recorded")
         return
-    typer.echo(f"stub: on ({doc['mode']}, {doc['deploy']}) on {doc['listen']} since {doc['since']}")
+    say(f"stub: on ({doc['mode']}, {doc['deploy']}) on {doc['listen']} since {doc['since']}")
     if doc.get("until") not in (None, "-"):
-        typer.echo(f"until: {doc['until']}")
+        say(f"until: {doc['until']}")
     if doc.get("quiet_minutes"):
-        typer.echo(f"off after {doc['quiet_minutes']:g} minutes without a DELETE")
-    typer.echo(f"requests answered: {doc['requests']}, DELETEs: {doc['deletes']}")
+        say(f"off after {doc['quiet_minutes']:g} minutes without a DELETE")
+    say(f"requests answered: {doc['requests']}, DELETEs: {doc['deletes']}")
     last = doc.get("last_delete")
     if last:
-        typer.echo(f"last DELETE: {last['time']} {last['path']} -> {last['status']} ({last['user_agent']})")
+        say(f"last DELETE: {last['time']} {last['path']} -> {last['status']} ({last['user_agent']})")
 
 
 def register(app: typer.Typer) -> None:

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 import typer
 
 from glcleanup.cli.options import RAILS, command, json_mode
-from glcleanup.cli.output import ask_yes, can_ask, emit_json, emit_table, info
+from glcleanup.cli.output import ask_yes, can_ask, emit_json, emit_table, info, say
 from glcleanup.errors import ExitCode
 from glcleanup.journal.store import list_journals
 from glcleanup.ops.undo import UndoReport, undo
@@ -52,13 +52,13 @@ def render_list(entries: list[dict[str, Any]], as_json: bool) -> int:
 def render_undo(report: UndoReport, dry_run_hint: bool = True) -> None:
     doc = report.to_json()
     if report.already_undone:
-        typer.echo(f"{doc['journal']} was already undone at {report.result.get('undone_at')}; nothing changed")
+        say(f"{doc['journal']} was already undone at {report.result.get('undone_at')}; nothing changed")
         return
-    typer.echo(f"Journal {doc['journal']} ({doc['journal_state']}), project {doc['project']}")
-    emit_table(doc["restore"], ["id", "name", "actions", "how", "from", "to"], title="Restore:",
+    say(f"Journal {doc['journal']} ({doc['journal_state']}), project {doc['project']}")
+    emit_table(doc["restore"], ["id", "name", "actions", "how", "from", "to", "columns"], title="Restore:",
                empty="(nothing to restore)")
     if doc["applied"]:
-        typer.echo("Restored exactly as journaled." if doc["exact"] else f"Restored; differences: {doc['mismatches']}")
+        say("Restored exactly as journaled." if doc["exact"] else f"Restored; differences: {doc['mismatches']}")
     elif doc["restore"] and dry_run_hint:
         info("dry run: nothing was changed; add --yes to restore")
     for warning in doc["warnings"]:

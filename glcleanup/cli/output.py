@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import sys
 import threading
@@ -18,7 +19,7 @@ import typer
 from tabulate import tabulate
 
 from glcleanup.errors import ExitCode, GlcleanupError, Interrupted
-from glcleanup.settings import TOKEN_ENV_VARS, redact
+from glcleanup.settings import SECRET_ENV_VARS, redact
 
 INTERRUPTED = int(ExitCode.INTERRUPTED)  # 128 + SIGINT, as shells report it
 # SIGTERM (kill, systemd, a closing tmux) and SIGHUP (a dropped SSH session) mid-command must not kill a
@@ -48,7 +49,7 @@ def emit_table(rows: Iterable[Mapping[str, Any]], columns: Sequence[str], title:
                empty: str = "(none)") -> None:
     rows = list(rows)
     if title:
-        typer.echo(title)
+        typer.echo(printable(title))
     if not rows:
         typer.echo(empty)
         return
@@ -88,19 +89,37 @@ def fit_widths(table: Sequence[Sequence[str]], width: int | None) -> list[int | 
     return [limit if limit < nat else None for limit, nat in zip(limits, natural, strict=True)]
 
 
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+_CONTROL_CELL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+
+def printable(text: str, *, newlines: bool = True) -> str:
+    """Text from logs, the registry or GitLab made safe for a terminal: escape sequences, carriage returns
+    and bidi overrides shown as `\\xNN`/`\\uNNNN`, never interpreted (newlines kept unless `newlines=False`)."""
+    pattern = _CONTROL if newlines else _CONTROL_CELL
+    return pattern.sub(lambda m: m.group(0).encode("unicode_escape").decode("ascii"), text)
+
+
 def _cell(value: Any) -> str:
     if value is None:
         return "-"
     if isinstance(value, list | tuple):
-        return ",".join(str(v) for v in value)
-    if isinstance(value, dict):
-        return " ".join(f"{k}:{v}" for k, v in value.items())
-    return str(value)
+        text = ",".join(str(v) for v in value)
+    elif isinstance(value, dict):
+        text = " ".join(f"{k}:{v}" for k, v in value.items())
+    else:
+        text = str(value)
+    return printable(text, newlines=False)
 
 
 def info(message: str) -> None:
-    """Progress for humans: stderr, so stdout stays machine-readable."""
-    typer.echo(message, err=True)
+    """Progress for humans: stderr, so stdout stays machine-readable (terminal controls escaped)."""
+    typer.echo(printable(message), err=True)
+
+
+def say(message: str) -> None:
+    """A result line for humans on stdout, terminal controls escaped (values come from outside)."""
+    typer.echo(printable(message))
 
 
 def can_ask(json_mode: bool) -> bool:
@@ -130,7 +149,7 @@ def confirm(question: str, *, yes: bool, json_mode: bool,
 
 def known_secrets(*extra: str | None) -> list[str]:
     """What must never reach the screen: the resolved token and any token in the environment."""
-    found = [os.environ.get(name) for name in TOKEN_ENV_VARS]
+    found = [os.environ.get(name) for name in SECRET_ENV_VARS]
     return [s for s in (*extra, *found) if s]
 
 
@@ -167,21 +186,26 @@ def handle_errors(verbose: bool = False, secrets: Sequence[str | None] = ()) -> 
         raise typer.Exit(INTERRUPTED) from None
     except (typer.Exit, typer.Abort):
         raise
-    except Exception as exc:
+    except Exception as exc:  # a bug or an unexpected answer: still one redacted line, never a raw traceback
         if _is_click_exception(exc):
             raise
-        hidden = known_secrets(*secrets)
-        if verbose:
-            sys.stderr.write(redact("".join(traceback.format_exception(exc)), *hidden))
-        message = redact(f"{type(exc).__name__}: {exc}", *hidden).replace("\n", " ")[:300]
-        typer.echo(f"glcleanup: unexpected error: {message}" + ("" if verbose else " (-v shows the traceback)"),
-                   err=True)
-        raise typer.Exit(int(ExitCode.ENVIRONMENT)) from None
+        unexpected(exc, verbose, *secrets)
 
 
 def _is_click_exception(exc: BaseException) -> bool:
     """Usage errors raised by the option parser (typer's bundled click) are shown by the group."""
     return hasattr(exc, "format_message") and hasattr(exc, "exit_code") and not isinstance(exc, GlcleanupError)
+
+
+def unexpected(exc: Exception, verbose: bool = False, *secrets: str | None) -> None:
+    """An exception glcleanup did not plan for: one line (the traceback with -v), secrets redacted, exit 3."""
+    hidden = known_secrets(*secrets)
+    if verbose:
+        sys.stderr.write(redact("".join(traceback.format_exception(exc)), *hidden))
+    message = " ".join(redact(f"{type(exc).__name__}: {exc}", *hidden).split())[:300]
+    typer.echo(printable(f"glcleanup: error: unexpected {message}") + ("" if verbose else " (-v shows the traceback)"),
+               err=True)
+    raise typer.Exit(int(ExitCode.ENVIRONMENT))
 
 
 def fail(exc: GlcleanupError, verbose: bool = False, *secrets: str | None) -> None:
@@ -191,7 +215,7 @@ def fail(exc: GlcleanupError, verbose: bool = False, *secrets: str | None) -> No
         text = "".join(traceback.format_exception(exc))
         sys.stderr.write(redact(text, *hidden))
     label = "interrupted" if isinstance(exc, Interrupted) else "error"
-    typer.echo(f"glcleanup: {label}: {redact(str(exc), *hidden)}", err=True)
+    typer.echo(printable(f"glcleanup: {label}: {redact(str(exc), *hidden)}"), err=True)
     if exc.details:
-        typer.echo(redact(exc.details, *hidden), err=True)
+        typer.echo(printable(redact(exc.details, *hidden)), err=True)
     raise typer.Exit(int(exc.exit_code))

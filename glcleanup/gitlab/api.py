@@ -21,6 +21,7 @@ callback (the CLI draws a bar with it); nothing is printed.
 
 from __future__ import annotations
 
+import re
 import threading
 import urllib.parse
 from collections.abc import Callable, Iterable, Iterator
@@ -32,15 +33,16 @@ from typing import Any, TypeVar
 
 import gitlab
 import requests
-from requests.adapters import HTTPAdapter
 
 from glcleanup import __version__, gitlab_facts
+from glcleanup import http as bounded_http
 from glcleanup.errors import ApiError, AuthError, ConnectError, Forbidden, GraphQLUnavailable, NotFoundError
 from glcleanup.gitlab_facts import DELETION_STATES
 from glcleanup.settings import Settings, redact
 
 STUCK_STATES = DELETION_STATES
 UNKNOWN = "unknown"
+API_DEADLINE = 30.0  # seconds for one whole API request, slow servers included
 PER_PAGE = 100  # GitLab's maximum for offset pagination and GraphQL connections
 GRAPHQL_PROJECT_BATCH = 100
 GRAPHQL_REPOS_PER_PROJECT = 20  # most projects have fewer; the rest are paged separately
@@ -95,8 +97,6 @@ class ProjectRef:
 # --------------------------------------------------------------------------- connecting
 
 
-
-
 @contextmanager
 def api_errors(url: str, token: str | None = None) -> Iterator[None]:
     """Turn python-gitlab and requests failures into glcleanup's errors (exit 3), token redacted."""
@@ -104,28 +104,30 @@ def api_errors(url: str, token: str | None = None) -> Iterator[None]:
         yield
     except gitlab.exceptions.GitlabAuthenticationError as exc:
         raise AuthError(f"GitLab at {url} refused the token (401): check GITLAB_PRIVATE_TOKEN") from exc
-    except gitlab.exceptions.GitlabHttpError as exc:
+    except gitlab.exceptions.GitlabError as exc:  # GitlabHttpError and the operation errors (GitlabGetError...)
+        body = brief(exc.error_message)
+        if exc.response_code == 401:
+            raise AuthError(f"GitLab at {url} refused the token (401): check GITLAB_PRIVATE_TOKEN") from exc
         if exc.response_code == 403:
-            raise Forbidden(redact(f"GitLab at {url} answered 403 Forbidden: {exc.error_message}", token)) from exc
+            raise Forbidden(redact(f"GitLab at {url} answered 403 Forbidden: {body}", token)) from exc
         if exc.response_code == 404:
-            raise NotFoundError(redact(f"GitLab at {url}: {exc.error_message}", token)) from exc
-        raise ApiError(redact(f"GitLab at {url} answered {exc.response_code}: {exc.error_message}", token)) from exc
+            raise NotFoundError(redact(f"GitLab at {url}: {body}", token)) from exc
+        raise ApiError(redact(f"GitLab at {url} answered {exc.response_code}: {body}", token)) from exc
     except requests.exceptions.SSLError as exc:
         raise ConnectError(f"TLS error talking to {url}: {redact(str(exc), token)} (see GITLAB_SSL_VERIFY)") from exc
     except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:
         raise ConnectError(f"cannot reach GitLab at {url}: {_reason(exc, token)}") from exc
-    except gitlab.exceptions.GitlabError as exc:  # GitlabGetError & co. wrap the HTTP status, not subclasses
-        code = getattr(exc, "response_code", None)
-        if code == 401:
-            raise AuthError(f"GitLab at {url} refused the token (401): check GITLAB_PRIVATE_TOKEN") from exc
-        if code == 403:
-            raise Forbidden(redact(f"GitLab at {url} answered 403 Forbidden: {exc.error_message}", token)) from exc
-        if code == 404:
-            raise NotFoundError(redact(f"GitLab at {url}: {exc.error_message}", token)) from exc
-        raise ApiError(redact(f"GitLab at {url} answered {code or 'an error'}: {exc.error_message}"[:300],
-                              token)) from exc
     except (requests.exceptions.RequestException, ValueError) as exc:  # bad URL, undecodable answer
         raise ApiError(f"GitLab at {url} did not answer like GitLab's API: {_reason(exc, token)}") from exc
+
+
+def brief(message: object, limit: int = 200) -> str:
+    """An error body as one short line: an HTML error page (a proxy's 414, a 502) becomes its first text."""
+    text = message.decode("utf-8", "replace") if isinstance(message, bytes) else str(message)
+    text = re.sub(r"<(script|style)\b.*?</\1>", " ", text, flags=re.S | re.I)
+    text = re.sub(r"<[^>]*>", " ", text)
+    text = " ".join(text.split())
+    return text[:limit] + ("..." if len(text) > limit else "")
 
 
 def _reason(exc: Exception, token: str | None) -> str:
@@ -138,11 +140,15 @@ def _reason(exc: Exception, token: str | None) -> str:
     return redact(text, token)[:200]
 
 
-def connect(settings: Settings, *, timeout: float = 30.0) -> gitlab.Gitlab:
-    """An authenticated python-gitlab client from Settings (ConfigError/AuthError/ConnectError otherwise)."""
+def connect(settings: Settings, *, timeout: float | None = None) -> gitlab.Gitlab:
+    """An authenticated python-gitlab client from Settings (ConfigError/AuthError/ConnectError otherwise).
+
+    Every request it makes is bounded as a whole (`API_DEADLINE` s) and in body size (glcleanup.http)."""
     url, token = settings.require_api()
+    timeout = timeout or API_DEADLINE
     gl = gitlab.Gitlab(url, private_token=token, ssl_verify=settings.ssl_verify, timeout=timeout,
-                       user_agent=f"glcleanup/{__version__} {gitlab.const.USER_AGENT}")
+                       user_agent=f"glcleanup/{__version__} {gitlab.const.USER_AGENT}",
+                       session=bounded_http.bounded_session(deadline=timeout))  # whole requests, bounded bodies
     try:
         with api_errors(url, token):
             gl.auth()
@@ -226,8 +232,9 @@ class Scanner:
     def __enter__(self) -> Scanner:
         session = self.gl.session
         if self.concurrency > 10:  # requests keeps 10 connections per host by default
-            for prefix in ("http://", "https://"):
-                session.mount(prefix, HTTPAdapter(pool_connections=10, pool_maxsize=self.concurrency))
+            adapter = session.get_adapter(self.gl.url)
+            bounded_http.mount(session, deadline=getattr(adapter, "deadline", None),
+                               max_bytes=getattr(adapter, "max_bytes", None), pool_maxsize=self.concurrency)
         session.hooks["response"].append(self._count)
         return self
 

@@ -124,6 +124,8 @@ def parse_output(stdout: bytes, stderr: bytes, exit_code: int, script: str = "sc
         raise UsageError(message)
     if error.get("kind") == "refused":
         raise RunnerError(message)
+    if error.get("kind") == "invalid":  # the script refused its input as hostile or malformed: exit 2
+        raise UsageError(message)
     raise RunnerError(f"Ruby raised {error.get('class', 'an exception')} in {script}.rb: {message}")
 
 

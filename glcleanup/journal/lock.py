@@ -1,8 +1,12 @@
 """One stop-loop or undo at a time per GitLab project, from this machine.
 
-An flock on `$XDG_STATE_HOME/glcleanup/locks/<hash of rails host + project>.lock`: the kernel
+An flock on `$XDG_STATE_HOME/glcleanup/locks/<hash of database identity + project>.lock`: the kernel
 drops it when the holder dies, so a crashed run never leaves a stale lock behind. The file
 holds who has it (pid, command, since) for the refusal message.
+
+The identity is the machine the runner runs on (`/etc/machine-id`, read through the same transport
+before the runner boots), not the host string: `local` and `root@127.0.0.1` reach one database and
+take one lock. Two GitLab containers on one machine share a lock: too careful, never too little.
 """
 
 from __future__ import annotations
@@ -15,9 +19,25 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from glcleanup.errors import LockedError
+from glcleanup.errors import GlcleanupError, LockedError
 from glcleanup.journal.store import now_iso
 from glcleanup.paths import lock_dir
+from glcleanup.transport import Host
+from glcleanup.transport.sh import run_script
+
+# Fixed script: what identifies the machine (and so the database behind its runner).
+IDENTITY_SH = ('cat /etc/machine-id 2>/dev/null || cat /var/lib/dbus/machine-id 2>/dev/null '
+               '|| { hostname; cat /proc/sys/kernel/random/boot_id; } 2>/dev/null')
+
+
+def database_key(host: Host, fallback: str) -> str:
+    """The runner machine's identity (one cheap command, no runner boot); `fallback` when it cannot tell."""
+    try:
+        result = run_script(host, IDENTITY_SH, name="glcleanup-identity", timeout=60)
+    except GlcleanupError:
+        return f"host:{fallback}"
+    text = " ".join(result.text.split())[:200]
+    return f"machine:{text}" if result.exit_code == 0 and text else f"host:{fallback}"
 
 
 def lock_path(rails_host: str, project: str) -> Path:
@@ -26,9 +46,11 @@ def lock_path(rails_host: str, project: str) -> Path:
 
 
 @contextlib.contextmanager
-def project_lock(rails_host: str, project: str, command: str) -> Iterator[Path]:
-    """Hold the lock for the block, or raise LockedError (exit 3) when another run has it."""
-    path = lock_path(rails_host, project)
+def project_lock(rails_host: str, project: str, command: str, key: str | None = None) -> Iterator[Path]:
+    """Hold the lock for the block, or raise LockedError (exit 3) when another run has it.
+
+    `key` (see database_key) decides the lock; `rails_host` is only shown in the refusal."""
+    path = lock_path(key or rails_host, project)
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     try:

@@ -18,7 +18,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from glcleanup.errors import GlcleanupError, JournalError, NotFoundError, UsageError
+from glcleanup.errors import GlcleanupError, JournalError, JournalTampered, NotFoundError, UsageError
+from glcleanup.journal import verify
 from glcleanup.paths import journal_dir
 
 FORMAT = 1
@@ -63,6 +64,7 @@ def ensure_writable() -> Path:
         probe = directory / f".probe-{secrets.token_hex(4)}"
         write_atomic(probe, {"probe": True})
         probe.unlink()
+        verify.sign({})  # the journal key exists (0600) before anything changes
     except OSError as exc:
         raise JournalError(f"cannot write journals in {directory}: {exc}; nothing was changed") from exc
     return directory
@@ -88,8 +90,10 @@ class Journal:
         return cls(journal_dir() / name, data)
 
     def save(self) -> None:
+        """Write atomically, with the keyed digest that shows later whether anyone edited the file."""
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            self.data[verify.DIGEST_KEY] = verify.sign(self.data)
             write_atomic(self.path, self.data)
         except OSError as exc:
             raise JournalError(f"cannot write journal {self.path}: {exc}") from exc
@@ -106,15 +110,18 @@ class Journal:
 
     @classmethod
     def load(cls, path: Path | str) -> Journal:
+        """Read a journal as untrusted data: regular file, bounded size, its digest, its field types."""
         target = Path(path).expanduser()
         try:
-            data = json.loads(target.read_text())
+            data = json.loads(verify.read_bounded(target))
         except FileNotFoundError as exc:
             raise NotFoundError(f"no journal at {target}") from exc
-        except (OSError, ValueError) as exc:
-            raise JournalError(f"cannot read journal {target}: {exc}") from exc
+        except ValueError as exc:
+            raise UsageError(f"{target} is not a glcleanup journal (not JSON: {str(exc)[:80]})") from exc
         if not isinstance(data, dict) or data.get("format") != FORMAT or "changes" not in data:
             raise UsageError(f"{target} is not a glcleanup journal (format {FORMAT})")
+        verify.check_digest(data, target)
+        verify.check_shape(data, target)
         return cls(target, data)
 
 
@@ -136,6 +143,8 @@ def latest_for_undo() -> Journal:
     for path in reversed(journals()):
         try:
             journal = Journal.load(path)
+        except JournalTampered:
+            raise  # an edited newest journal is said so, never silently passed over for an older one
         except GlcleanupError:
             continue
         if journal.state == APPLIED:

@@ -183,6 +183,7 @@ def source_entry(spec: str, summary: dict[str, Any]) -> dict[str, Any]:
         "delete_lines": summary.get("delete_lines"),
         "nul_bytes": summary.get("nul_bytes"),
         "registry_lines": summary.get("registry_lines", True),
+        "long_lines_skipped": summary.get("long_lines", 0),
         "transport": summary.get("transport"),
     }
 

@@ -28,7 +28,9 @@ import json
 import os
 import re
 import signal
+import stat
 import sys
+import threading
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -147,6 +149,7 @@ class Stats:
         self.unparsed = 0
         self.nul_bytes = 0
         self.bytes_scanned = 0
+        self.long_lines = 0  # lines longer than CHUNK: skipped (no registry writes those), counted
         self.past_start = False
         self.keys: dict[bytes, GroupKey | None] = {}  # access-log request text (+ its end) -> group
         self.misses = 0  # chunks where counting did not explain every DELETE (then parsing is used)
@@ -329,14 +332,14 @@ class Stats:
     def dump(self) -> dict[str, Any]:
         """What a worker sends back (JSON)."""
         return {"groups": self.to_json(), "delete_lines": self.delete_lines, "unparsed": self.unparsed,
-                "nul_bytes": self.nul_bytes, "bytes_scanned": self.bytes_scanned}
+                "nul_bytes": self.nul_bytes, "bytes_scanned": self.bytes_scanned, "long_lines": self.long_lines}
 
     @classmethod
     def load(cls, doc: dict[str, Any]) -> Stats:
         stats = cls()
         for path, agent, status, kind, count, first, last in doc["groups"]:
             stats.groups[(str(path), str(agent), int(status), str(kind))] = [int(count), float(first), float(last)]
-        for name in ("delete_lines", "unparsed", "nul_bytes", "bytes_scanned"):
+        for name in ("delete_lines", "unparsed", "nul_bytes", "bytes_scanned", "long_lines"):
             setattr(stats, name, int(doc[name]))
         return stats
 
@@ -353,6 +356,7 @@ class Stats:
         self.unparsed += other.unparsed
         self.nul_bytes += other.nul_bytes
         self.bytes_scanned += other.bytes_scanned
+        self.long_lines += other.long_lines
 
 
 def _fields(hit: tuple[bytes, ...], kind: str) -> tuple[bytes, bytes, bytes]:
@@ -539,6 +543,7 @@ def analyze(read: Reader, size: int, since: float | None, view: Buffer | None = 
         "bytes_read": counter.bytes_read, "bytes_scanned": stats.bytes_scanned,
         "delete_lines": stats.delete_lines, "unparsed": stats.unparsed, "nul_bytes": stats.nul_bytes,
         "groups": stats.to_json(), "registry_lines": stats.delete_lines > 0 or registry_lines(counter, size),
+        "long_lines": stats.long_lines,
     }
 
 
@@ -569,13 +574,29 @@ def scan_range(read: Reader, pos: int, end: int, start: float | None, past_start
             break
         stop = got
         if pos + stop < end:
-            cut = data.rfind(b"\n", 0, got) + 1
-            stop = cut or stop  # a line longer than CHUNK is split (nothing real is that long)
+            stop = data.rfind(b"\n", 0, got) + 1
+            if stop == 0:  # no newline in a whole chunk: an over-long line, skipped to its end and counted
+                stats.long_lines += 1
+                pos = _after_next_newline(read, pos + got, end)
+                continue
         stats.scan(data, 0, stop, start)
         pos += stop
         if progress is not None:
             progress(min(total, (pos - first) * total // max(end - first, 1)), total)
     return stats
+
+
+def _after_next_newline(read: Reader, pos: int, end: int) -> int:
+    """The offset after the next newline at or after `pos` (or `end`): one pass, CHUNK by CHUNK."""
+    while pos < end:
+        data = read(pos, min(CHUNK, end - pos))
+        if not data:
+            return end
+        newline = bytes(data).find(b"\n")
+        if newline >= 0:
+            return pos + newline + 1
+        pos += len(data)
+    return end
 
 
 def split_points(read: Reader, pos: int, end: int, parts: int) -> list[int]:
@@ -682,9 +703,12 @@ def hole_end(read: Reader, size: int) -> int:
 def analyze_path(path: str, since: float | None, progress: Progress | None = None,
                  workers: int | None = None) -> dict[str, Any]:
     """analyze() on a local file with positioned reads, plus the filesystem's free space."""
-    fd = os.open(path, os.O_RDONLY)
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # a FIFO must not block the open
     try:
-        size = os.fstat(fd).st_size
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise OSError("not a regular file: " + path)
+        size = info.st_size
         result = analyze(FileReader(fd), size, since, progress=progress, workers=workers)
     finally:
         os.close(fd)
@@ -695,8 +719,30 @@ def analyze_path(path: str, since: float | None, progress: Progress | None = Non
     return result
 
 
+def exit_when_orphaned(interval: float = 0.2) -> threading.Thread:
+    """Stop this process when whoever reads its stdout is gone (glcleanup killed, SSH link cut): a closed
+    pipe shows as POLLERR/POLLHUP on our end, a dead parent as a new parent pid."""
+    import select
+
+    parent = os.getppid()
+    poller = select.poll()
+    poller.register(sys.stdout.fileno(), 0)  # only errors and hang-ups are reported
+
+    def watch() -> None:
+        while True:
+            gone = any(ev & (select.POLLERR | select.POLLHUP | select.POLLNVAL) for _fd, ev in poller.poll(0))
+            if gone or os.getppid() != parent:
+                os._exit(3)
+            time.sleep(interval)
+
+    thread = threading.Thread(target=watch, name="glcleanup-orphan-watch", daemon=True)
+    thread.start()
+    return thread
+
+
 def main(argv: list[str]) -> int:
     """`python3 - PATH SINCE_SECONDS|all`: one JSON document on stdout (exit 2 on bad path)."""
+    exit_when_orphaned()
     try:
         since = None if argv[1] == "all" else float(argv[1])
         out = analyze_path(argv[0], since)

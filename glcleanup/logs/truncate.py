@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from glcleanup.errors import ConnectError, GlcleanupError, Interrupted
+from glcleanup.errors import ConnectError, GlcleanupError, Interrupted, UsageError
 from glcleanup.journal.store import write_atomic
 from glcleanup.paths import evidence_dir
 from glcleanup.transport import Host
@@ -37,6 +37,12 @@ done
 exit 0
 """
 HEAD_SH = 'head -c "$2" -- "$1"'
+RESOLVE_SH = 'readlink -f -- "$1"'
+# What a registry's own log has near its start or end (logrus app lines, access lines, docker json lines of
+# either): a file with none of these is not the registry's log, whatever a symlink or a typo says.
+REGISTRY_MARKERS = (b"/v2/", b"go.version", b"registry", b"distribution", b"http.request.method")
+SNIFF_BYTES = 65536
+SNIFF_SH = 'head -c "$2" -- "$1"; printf "\\n"; tail -c "$2" -- "$1"'
 
 LOG_OPTS_FIX = """\
 Stop the log from filling the disk again (docker json-file rotation):
@@ -79,13 +85,16 @@ class TruncateTarget:
     path: str
     bytes: int
     writers: list[Writer] = field(default_factory=list)
+    resolved: str = ""           # what `path` really is (symlinks followed): the file that gets emptied
+    registry_lines: bool = True  # the file looks like a registry's log
 
     @property
     def nul_risk(self) -> bool:
         return any(not w.append for w in self.writers)
 
     def to_json(self) -> dict[str, Any]:
-        return {"source": self.source, "path": self.path, "bytes": self.bytes, "nul_risk": self.nul_risk,
+        return {"source": self.source, "path": self.path, "resolved": self.resolved or self.path,
+                "bytes": self.bytes, "nul_risk": self.nul_risk, "registry_lines": self.registry_lines,
                 "writers": [w.to_json() for w in self.writers]}
 
 
@@ -105,10 +114,33 @@ def find_writers(host: Host, path: str) -> list[Writer]:
     return writers
 
 
+def resolve(host: Host, path: str) -> str:
+    """The real file behind `path` (a symlink to /etc/shadow is shown, and refused, as /etc/shadow)."""
+    result = run_script(host, RESOLVE_SH, path, timeout=60)
+    target = result.text.strip()
+    if result.exit_code != 0 or not target.startswith("/") or "\n" in target:
+        raise ConnectError(f"cannot resolve {path} on {host.name}: {result.error_text.strip()[:200]}")
+    return target
+
+
+def looks_like_registry_log(host: Host, path: str, delete_lines: int) -> bool:
+    """DELETE lines were found, or the file's head or tail holds what a registry writes."""
+    if delete_lines:
+        return True
+    sample = run_script(host, SNIFF_SH, path, str(SNIFF_BYTES), timeout=60).stdout
+    return any(marker in sample for marker in REGISTRY_MARKERS)
+
+
 def plan(host: Host, sources: list[dict[str, Any]]) -> list[TruncateTarget]:
-    """What `--truncate` would empty, and who writes to it."""
-    return [TruncateTarget(s["source"], s["path"], int(s["bytes"]), find_writers(host, s["path"]))
-            for s in sources if s.get("path")]
+    """What `--truncate` would empty (symlinks resolved), who writes to it, whether it is a registry log."""
+    targets = []
+    for s in sources:
+        if not s.get("path"):
+            continue
+        real = resolve(host, str(s["path"]))
+        targets.append(TruncateTarget(s["source"], s["path"], int(s["bytes"]), find_writers(host, real), real,
+                                      looks_like_registry_log(host, real, int(s.get("delete_lines") or 0))))
+    return targets
 
 
 def save_evidence(report: dict[str, Any], targets: list[TruncateTarget], host_name: str) -> Path:
@@ -130,7 +162,7 @@ def _size(host: Host, path: str) -> int:
 
 def truncate(host: Host, target: TruncateTarget, settle: float = 1.0) -> dict[str, Any]:
     """`truncate -s 0`, then look at the file again to tell a clean result from a NUL-filled one."""
-    result = host.run(["truncate", "-s", "0", "--", target.path], timeout=60)
+    result = host.run(["truncate", "-s", "0", "--", target.resolved or target.path], timeout=60)
     if result.exit_code != 0:
         raise GlcleanupError(f"truncate {target.path} on {host.name} failed: {result.error_text.strip()}")
     time.sleep(settle)
@@ -154,10 +186,19 @@ def truncate(host: Host, target: TruncateTarget, settle: float = 1.0) -> dict[st
 
 
 
-def relieve(host: Host, report: dict[str, Any], approve: Callable[[list[TruncateTarget]], bool]
-            ) -> dict[str, Any]:
-    """Plan, ask, keep the evidence, then truncate: the whole `--truncate` flow in one place."""
+def relieve(host: Host, report: dict[str, Any], approve: Callable[[list[TruncateTarget]], bool],
+            force: bool = False) -> dict[str, Any]:
+    """Plan, ask, keep the evidence, then truncate: the whole `--truncate` flow in one place.
+
+    A file without a single registry log line is refused (exit 2) unless `force`: a mistyped path or a
+    symlink must not empty someone else's file."""
     targets = plan(host, report.get("sources", []))
+    strangers = [t for t in targets if not t.registry_lines]
+    if strangers and not force:
+        shown = ", ".join(t.path + (f" (-> {t.resolved})" if t.resolved and t.resolved != t.path else "")
+                          for t in strangers)
+        raise UsageError(f"{shown} has no registry log lines: refusing to empty it; nothing changed (pass --force "
+                         "if it really is the registry's log)")
     if not targets or not approve(targets):
         return {"applied": False, "plan": [t.to_json() for t in targets], "evidence": None, "results": []}
     evidence = save_evidence(report, targets, host.name)

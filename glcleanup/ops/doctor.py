@@ -89,6 +89,9 @@ def check_registry_url(settings: Settings) -> str:
     answer = registry.ping(settings.registry_url, settings.registry_verify)
     if not answer["ok"]:
         raise CheckFailed(f"GET /v2/ answered {answer['status']} (GitLab needs 200)")
+    if not answer["api_version"]:  # any web server answers 200; a registry says which API it speaks
+        raise CheckFailed(f"GET /v2/ answered {answer['status']} without a Docker-Distribution-Api-Version header: "
+                          "this is a web server, not a container registry (wrong --registry-url?)")
     kind = "GitLab container registry" if answer["gitlab_registry"] else "third-party registry (not GitLab's)"
     return f"GET /v2/ {answer['status']}, {answer['api_version'] or 'no API version header'}; {kind}"
 
@@ -108,6 +111,12 @@ def diagnose(settings: Settings) -> DoctorReport:
             report.registry = registry.probe(settings.registry_url, settings.registry_verify)
         except GlcleanupError as exc:
             report.checks.append({"name": "registry_tag_delete", "ok": False, "detail": str(exc)})
+            return report
+        delete = report.registry["tag_delete"]
+        if delete["status"] >= 400 and delete["status"] != 401 and not delete["error_code"]:
+            report.checks.append({"name": "registry_tag_delete", "ok": False, "detail": (
+                f"a tag DELETE answered {delete['status']} without a registry JSON error "
+                "({\"errors\": [{\"code\": ...}]}): not a container registry, the probe replay is meaningless")})
             return report
         report.checks.append({"name": "registry_tag_delete", "ok": not report.registry["loop_risk"],
                               "detail": report.registry["explanation"]})

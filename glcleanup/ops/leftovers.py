@@ -10,6 +10,8 @@ from typing import Any
 
 import requests
 
+from glcleanup.http import bounded_session
+
 MANIFEST_ACCEPT = ", ".join([
     "application/vnd.docker.distribution.manifest.v2+json",
     "application/vnd.docker.distribution.manifest.list.v2+json",
@@ -32,7 +34,7 @@ def registry_leftovers(url: str | None, paths: list[str], timeout: float = 10.0,
         out["error"] = "no --registry-url: tags and digests not listed"
         return out
     base = url.rstrip("/")
-    with requests.Session() as session:
+    with bounded_session(deadline=timeout, max_bytes=8 << 20) as session:
         session.verify = verify
         session.headers["User-Agent"] = "glcleanup (leftover listing)"
         for entry in out["repositories"]:

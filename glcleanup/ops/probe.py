@@ -18,9 +18,11 @@ import requests
 from glcleanup import __version__ as _version
 from glcleanup import gitlab_facts
 from glcleanup.errors import ConnectError
+from glcleanup.http import bounded_session
 
 USER_AGENT = f"glcleanup/{_version} (GitLab probe replay)"
-TIMEOUT = 15.0
+TIMEOUT = 15.0        # the whole request, not one read (glcleanup.http)
+MAX_BODY = 1 << 20    # a registry's /v2/ or error body is a few hundred bytes
 Verify = bool | str
 
 UPGRADE_FIX = ("upgrade GitLab to 17.6 or later: a failing deletion stops after 10 tries (delete_failed) instead "
@@ -57,7 +59,7 @@ def _call(session: requests.Session, method: str, url: str, verify: Verify) -> r
 def ping(url: str, verify: Verify = True) -> dict[str, Any]:
     """`GET /v2/` (GitLab's `connected?`) and `GET /gitlab/v1/` (GitLab's vendor check)."""
     base = url.rstrip("/")
-    with requests.Session() as session:
+    with bounded_session(deadline=TIMEOUT, max_bytes=MAX_BODY) as session:
         v2 = _call(session, "GET", f"{base}/v2/", verify)
         gitlab = _call(session, "GET", f"{base}/gitlab/v1/", verify)
     return {
@@ -73,7 +75,7 @@ def probe(url: str, verify: Verify = True) -> dict[str, Any]:
     base = url.rstrip("/")
     name = f"glcleanup-doctor/probe-{secrets.token_hex(6)}"
     tag = f"glcleanup-{secrets.token_hex(4)}"
-    with requests.Session() as session:
+    with bounded_session(deadline=TIMEOUT, max_bytes=MAX_BODY) as session:
         options = _call(session, "OPTIONS", f"{base}/v2/name/manifests/tag", verify)
         delete = _call(session, "DELETE", f"{base}/v2/{name}/manifests/{tag}", verify)
     allow = options.headers.get("Allow", "")

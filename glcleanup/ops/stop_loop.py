@@ -16,7 +16,7 @@ from typing import Any
 from glcleanup import validate
 from glcleanup.errors import ConnectError, GlcleanupError, Interrupted, JournalError, RunnerError, UsageError
 from glcleanup.gitlab.rails import RailsRunner, runner_from_settings
-from glcleanup.journal.lock import project_lock
+from glcleanup.journal.lock import database_key, project_lock
 from glcleanup.journal.store import APPLIED, ROLLED_BACK, Journal, ensure_writable, now_iso
 from glcleanup.ops.leftovers import registry_leftovers
 from glcleanup.settings import Settings, redact
@@ -103,6 +103,7 @@ class _JournalSink:
         self.journal: Journal | None = None
         self.unsaved: str | None = None  # the journal that arrived but could not be written
         self.applied = False
+        self.write_error: str | None = None  # a later journal update that failed (the first one is safe)
 
     def __call__(self, event: dict[str, Any]) -> None:
         if "journal" in event:
@@ -120,7 +121,16 @@ class _JournalSink:
             self.journal.data.setdefault("applied_at", now_iso())
             self.journal.merge_rows("after", list(body.get("after", [])))
             self.journal.merge_rows("policies_after", list(body.get("policies_after", [])))
+            self.save_update()
+
+    def save_update(self) -> None:
+        """After the commit: a failed write (disk full) must not stop the verification that protects the
+        change; the journal written before the change is on disk and enough for undo. Reported, not raised."""
+        assert self.journal is not None
+        try:
             self.journal.save()
+        except JournalError as exc:
+            self.write_error = self.write_error or str(exc)
 
     @property
     def path(self) -> str | None:
@@ -174,14 +184,20 @@ def _run_once(runner: RailsRunner, request: StopLoopRequest, meta: dict[str, Any
         raise _interrupted(str(exc) or "SIGINT", sink, request.project) from None
     report = StopLoopReport(result, journal=sink.path, settle=request.settle)
     if sink.journal is not None:
-        _finish_journal(sink.journal, result)
+        _finish_journal(sink, result)
+    if sink.write_error:
+        report.warnings.append(
+            f"the journal could not be updated after the change ({sink.write_error}); the version written before "
+            f"the change is {sink.path} (state recorded): `glcleanup undo {sink.path}` still restores from it")
     if result.get("rolled_back"):
         raise RunnerError(f"Ruby raised while applying, and the transaction was rolled back; nothing was "
                           f"changed: {result.get('error')} (journal {sink.path} marked rolled back)")
     return report
 
 
-def _finish_journal(journal: Journal, result: dict[str, Any]) -> None:
+def _finish_journal(sink: _JournalSink, result: dict[str, Any]) -> None:
+    journal = sink.journal
+    assert journal is not None
     data = journal.data
     if result.get("rolled_back"):
         data.update(state=ROLLED_BACK, error=result.get("error"))
@@ -191,7 +207,7 @@ def _finish_journal(journal: Journal, result: dict[str, Any]) -> None:
         journal.merge_rows("policies_after", list(result.get("policies_after", [])))
         data["result"] = {k: result.get(k) for k in ("verified", "rounds", "reapplied", "final", "changed")}
     data["finished_at"] = now_iso()
-    journal.save()
+    sink.save_update()
 
 
 def stop_loop(settings: Settings, request: StopLoopRequest,
@@ -207,7 +223,7 @@ def stop_loop(settings: Settings, request: StopLoopRequest,
     meta = {"rails_host": host, "rails_runner": redact(settings.rails_runner, settings.token),
             "project_path": request.project, "settle": request.settle}
     try:
-        with project_lock(host, request.project, "stop-loop"):
+        with project_lock(host, request.project, "stop-loop", key=database_key(runner.host, host)):
             if request.apply or confirm is not None:
                 ensure_writable()
             report = _run_once(runner, request, meta)

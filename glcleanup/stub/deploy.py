@@ -30,6 +30,7 @@ from glcleanup.stub.preflight import (
 )
 from glcleanup.stub.render import NO_TLS_PLACEHOLDERS, Listen, StubConfig, render_env, render_nginx, stub_file
 from glcleanup.stub.status import StubStatus, iso, parse_access_line, read_status
+from glcleanup.stub.trust import check_owner, check_state
 from glcleanup.stub.verify import probes_for, registry_answers, verify
 from glcleanup.transport import Host
 
@@ -375,7 +376,9 @@ def plan_off(state: dict[str, Any]) -> list[str]:
 
 def stub_off(host: Host, directory: str, *, apply: bool, registry_url: str | None = None,
              say: Say = _quiet) -> OffResult:
-    """Restore exactly what `on` recorded; idempotent (already off is success)."""
+    """Restore exactly what `on` recorded; idempotent (already off is success). The state file is trusted
+    only when it is the user's own and not writable by others, and in the shape `on` writes."""
+    check_owner(host, directory)
     status = read_status(host, directory)
     result = OffResult(directory)
     if not status.state_file:
@@ -384,6 +387,7 @@ def stub_off(host: Host, directory: str, *, apply: bool, registry_url: str | Non
         result.last_off = doc.get("last_off")
         return result
     state = status.state or {}
+    check_state(state, directory)
     result.plan = plan_off(state)
     if not apply:
         return result

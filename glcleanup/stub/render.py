@@ -27,6 +27,7 @@ DEPLOYS = ("nginx", "compose")
 DEFAULT_DIR = "/var/lib/glcleanup-stub"
 DEFAULT_IMAGE = "nginx:1.26"
 VERIFY_AGENT = "glcleanup-verify/1"
+MAX_QUIET_MINUTES = 7 * 24 * 60
 # Absolute paths that can stand unquoted in nginx.conf and .env: no spaces, quotes, `;`, `$`, `{}`.
 _SAFE_PATH = re.compile(r"\A/[A-Za-z0-9._@+/-]*\Z")
 _HOSTNAME = re.compile(r"\A(?=.{1,253}\Z)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
@@ -115,27 +116,34 @@ def parse_listen(value: str) -> Listen:
     return Listen(str(ip), port_number(port, "--listen port"))
 
 
+# scheme://host[:port] and nothing else: a bracketed IPv6 literal (no zone: `%` would let anything in),
+# an IPv4 literal or a DNS name. Checked as a whole before any URL parser sees it.
+_UPSTREAM = re.compile(r"\A((?i:https?))://(\[[0-9A-Fa-f:.]{2,45}\]|[A-Za-z0-9.-]{1,253})(?::([0-9]{1,5}))?/?\Z")
+
+
 def parse_upstream(value: str) -> str:
-    """The real registry for proxy mode: `http(s)://host[:port]`, no path, user or query."""
+    """The real registry for proxy mode: `http(s)://host[:port]`, no path, user, query or IPv6 zone."""
     text = value.strip()
-    parts = urlsplit(text)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise UsageError(f"--upstream must be an http:// or https:// URL, got {value[:80]!r}")
-    if parts.username or parts.password or parts.query or parts.fragment or parts.path not in ("", "/"):
-        raise UsageError(f"--upstream must be scheme://host[:port] only (no user, path or query): {value[:80]!r}")
-    host = parts.hostname or ""
-    try:
-        port = parts.port
-    except ValueError as exc:
-        raise UsageError(f"--upstream has an invalid port: {value[:80]!r}") from exc
-    try:
-        ip = ipaddress.ip_address(host)
-        shown = f"[{ip}]" if ip.version == 6 else str(ip)
-    except ValueError:
-        if not _HOSTNAME.match(host):
-            raise UsageError(f"--upstream host is not a valid host name: {host[:80]!r}") from None
-        shown = host.lower()
-    return f"{parts.scheme}://{shown}" + (f":{port}" if port else "")
+    shown = value.encode("unicode_escape").decode("ascii")[:80]
+    m = _UPSTREAM.match(text)
+    if not m:
+        raise UsageError(f"--upstream must be scheme://host[:port] only, http or https (an IP literal or a DNS name; "
+                         f"no user, path, query or IPv6 zone), got {shown!r}")
+    scheme, host, port_text = m.group(1), m.group(2), m.group(3)
+    if host.startswith("["):
+        try:
+            shown_host = f"[{ipaddress.IPv6Address(host[1:-1])}]"
+        except ValueError:
+            raise UsageError(f"--upstream has a malformed IPv6 address: {shown!r}") from None
+    else:
+        try:
+            shown_host = str(ipaddress.IPv4Address(host))
+        except ValueError:
+            if not _HOSTNAME.match(host) or host.replace(".", "").isdigit():
+                raise UsageError(f"--upstream host is not a valid host name or IPv4 address: {shown!r}") from None
+            shown_host = host.lower()
+    port = port_number(port_text, "--upstream port") if port_text is not None else None
+    return f"{scheme.lower()}://{shown_host}" + (f":{port}" if port else "")
 
 
 def parse_command(value: str | None, what: str) -> list[str] | None:
@@ -228,8 +236,8 @@ def build_config(*, mode: str = "respond", listen: str | None = None, http_port:
         raise UsageError(f"invalid image name {the_image[:80]!r}")
     quiet = 0
     if quiet_minutes is not None:
-        if not quiet_minutes > 0:
-            raise UsageError("--quiet-minutes must be positive")
+        if not 0 < quiet_minutes <= MAX_QUIET_MINUTES:  # also refuses nan and inf
+            raise UsageError(f"--quiet-minutes must be positive, at most {MAX_QUIET_MINUTES} (a week)")
         quiet = max(1, round(quiet_minutes * 60))
     return StubConfig(
         mode=mode, listen=the_listen, http_port=port,
@@ -254,8 +262,15 @@ def _default_listen(registry_url: str | None, tls: bool) -> Listen:
 
 # --- rendering -------------------------------------------------------------------------------------
 
-def render_nginx(config: StubConfig) -> str:
-    """nginx.conf for the chosen mode: placeholders replaced, conditional lines kept or dropped."""
+# Every substituted value is one nginx word from this set: no space, quote, `;`, `{`, `}`, `#`, `$`, `\`.
+_WORD = re.compile(r"\A[A-Za-z0-9._@+/:\[\]-]*\Z")
+# Values of the same shape that cannot be anything but data: the rendered config must have exactly
+# the statements the template renders with these.
+_DUMMY = {"@DIR@": "/d", "@LISTEN@": "127.0.0.9:9", "@CERT@": "/c", "@KEY@": "/k", "@UPSTREAM@": "http://u",
+          "@HTTP_LISTEN@": "127.0.0.9:8", "@TLS_PORT_SUFFIX@": ":9"}
+
+
+def _render_template(config: StubConfig, values: dict[str, str]) -> str:
     template = stub_file(f"nginx-{config.mode}.conf.in")
     lines: list[str] = []
     for line in template.splitlines():
@@ -268,6 +283,46 @@ def render_nginx(config: StubConfig) -> str:
                 continue
             line = line[len("@HTTP@"):]
         lines.append(line)
+    text = "\n".join(lines) + "\n"
+    return _PLACEHOLDER.sub(lambda m: values.get(m.group(0), m.group(0)), text)
+
+
+def nginx_statements(text: str) -> list[tuple[str, int, str]]:
+    """nginx's own tokenization, reduced: each statement as (directive, number of words, `;` `{` or `}`)."""
+    out: list[tuple[str, int, str]] = []
+    words: list[str] = []
+    i, n = 0, len(text)
+    while i < n:
+        ch = text[i]
+        if ch.isspace():
+            i += 1
+        elif ch == "#":
+            while i < n and text[i] != "\n":
+                i += 1
+        elif ch in ";{}":
+            out.append((words[0] if words else "", len(words), ch))
+            words = []
+            i += 1
+        elif ch in "\"'":
+            j = i + 1
+            while j < n and text[j] != ch:
+                j += 2 if text[j] == "\\" else 1
+            words.append(text[i:j + 1])
+            i = j + 1
+        else:
+            j = i
+            while j < n and not text[j].isspace() and text[j] not in ";{}\"'#":
+                j += 2 if text[j] == "\\" else 1
+            words.append(text[i:j])
+            i = j
+    if words:
+        out.append((words[0], len(words), ""))
+    return out
+
+
+def render_nginx(config: StubConfig) -> str:
+    """nginx.conf for the chosen mode: placeholders replaced, conditional lines kept or dropped, and the
+    result proven to hold exactly the template's statements (a value can never become a directive)."""
     values = {
         "@DIR@": config.dir,
         "@LISTEN@": config.listen.nginx,
@@ -278,12 +333,19 @@ def render_nginx(config: StubConfig) -> str:
         "@HTTP_LISTEN@": config.listen.with_port(config.http_port).nginx if config.http_port else "",
         "@TLS_PORT_SUFFIX@": "" if config.listen.port == 443 else f":{config.listen.port}",
     }
-    text = "\n".join(lines) + "\n"
-    text = _PLACEHOLDER.sub(lambda m: values.get(m.group(0), m.group(0)), text)
+    for name, value in values.items():
+        if name != "@SSL@" and not _WORD.match(value):
+            raise UsageError(f"refusing to render {name.strip('@').lower()} {value[:80]!r} into nginx.conf: "
+                             "not a single safe word")
+    text = _render_template(config, values)
     left = [m for line in text.splitlines() if not line.lstrip().startswith("#")
             for m in _PLACEHOLDER.findall(line)]
     if left:
         raise AssertionError(f"unrendered placeholders in nginx-{config.mode}.conf.in: {left}")
+    reference = _render_template(config, {**values, **{k: v for k, v in _DUMMY.items() if values.get(k)}})
+    if nginx_statements(text) != nginx_statements(reference) or text.count("\n") != reference.count("\n"):
+        raise UsageError("refusing the rendered nginx.conf: it does not hold exactly the template's directives "
+                         "(a value would have become config)")
     return text
 
 
@@ -296,8 +358,12 @@ def render_env(config: StubConfig) -> str:
     # volume list with the same entry twice ("services.stub.volumes ... has non-unique elements").
     cert = config.cert or f"{config.dir}/{NO_TLS_PLACEHOLDERS[0]}"
     key = config.key or f"{config.dir}/{NO_TLS_PLACEHOLDERS[1]}"
-    return (f"STUB_DIR={config.dir}\nSTUB_CERT={cert}\nSTUB_KEY={key}\nSTUB_IMAGE={config.image}\n"
-            f"COMPOSE_PROJECT_NAME={config.compose_project}\n")
+    values = {"STUB_DIR": config.dir, "STUB_CERT": cert, "STUB_KEY": key, "STUB_IMAGE": config.image,
+              "COMPOSE_PROJECT_NAME": config.compose_project}
+    for name, value in values.items():  # compose interpolates `$` and quotes; a newline would add a variable
+        if not _WORD.match(value) or not value:
+            raise UsageError(f"refusing to render {name} {value[:80]!r} into .env: not a single safe word")
+    return "".join(f"{name}={value}\n" for name, value in values.items())
 
 
 __all__ = [

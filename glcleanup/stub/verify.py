@@ -86,8 +86,8 @@ def curl_argv(base: str, probes: Sequence[Probe], timeout: float = 10.0) -> list
     for i, probe in enumerate(probes):
         if i:
             argv.append("--next")
-        argv += ["-sS", "-k", "--http1.1", "--max-time", f"{timeout:g}", "-A", VERIFY_AGENT,
-                 "-w", "\n" + _MARK.replace("{code}", "%{http_code}") + "\n"]
+        argv += ["-sS", "-k", "--http1.1", "--max-time", f"{timeout:g}", "--max-filesize", "1048576",
+                 "-A", VERIFY_AGENT, "-w", "\n" + _MARK.replace("{code}", "%{http_code}") + "\n"]
         argv += ["-I"] if probe.method == "HEAD" else ["-i", "-X", probe.method]
         argv.append((probe.base or base) + probe.path)
     return argv
@@ -164,6 +164,8 @@ done
 
 def registry_answers(host: Host, url: str, tries: int = 20) -> tuple[bool, str]:
     """Does the real registry answer `GET /v2/` with Docker-Distribution-Api-Version (from its host)?"""
+    if not re.match(r"\Ahttps?://[^\s]+\Z", url):  # curl must never read it as an option
+        return False, f"not an http(s) URL: {url[:80]!r}"
     try:
         result = sh_check(host, _REGISTRY_PING, url.rstrip("/"), str(tries), timeout=tries * 7 + 10)
     except ConnectError as exc:

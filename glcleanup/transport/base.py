@@ -67,7 +67,7 @@ class HostSpec:
 
 
 _HOSTNAME = re.compile(r"\A[A-Za-z0-9_.\-]{1,253}\Z|\A\[[0-9A-Fa-f:.]{2,45}\]\Z")
-_USER = re.compile(r"\A[A-Za-z0-9_.\-]{1,64}\Z")
+_USER = re.compile(r"\A[A-Za-z0-9_][A-Za-z0-9_.\-]{0,63}\Z")  # never starts with '-': ssh would read an option
 
 
 def parse_host(spec: str) -> HostSpec:
@@ -81,7 +81,7 @@ def parse_host(spec: str) -> HostSpec:
     if "@" in text:
         user, text = text.rsplit("@", 1)
         if not _USER.match(user):
-            raise UsageError(f"invalid user in host {spec!r}")
+            raise UsageError(f"invalid user in host {spec[:80]!r}: letters, digits, _ . - and not starting with -")
     port: int | None = None
     bracket = re.match(r"\A\[([^\]]+)\](?::(\d{1,5}))?\Z", text)
     if bracket:

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from glcleanup.errors import ConnectError
+from glcleanup.redaction import child_environment
 from glcleanup.transport.base import DEFAULT_TIMEOUT, CommandResult, OutputSink
 
 
@@ -23,7 +24,8 @@ class LocalHost:
     ) -> CommandResult:
         if on_stdout is None:
             try:
-                proc = subprocess.run(list(argv), input=stdin or b"", capture_output=True, timeout=timeout)
+                proc = subprocess.run(list(argv), input=stdin or b"", capture_output=True, timeout=timeout,
+                                      env=child_environment())
             except FileNotFoundError as exc:
                 raise ConnectError(f"command not found on local host: {argv[0]}") from exc
             except OSError as exc:  # a directory, no execute permission, ...
@@ -51,7 +53,8 @@ class LocalHost:
 def _run_streaming(argv: list[str], stdin: bytes, timeout: float | None, on_stdout: OutputSink) -> CommandResult:
     """subprocess with stdout handed over as it arrives (journals are written before changes land)."""
     try:
-        proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                env=child_environment())  # the runner and stub commands never see a token
     except FileNotFoundError as exc:
         raise ConnectError(f"command not found on local host: {argv[0]}") from exc
     except OSError as exc:

@@ -30,15 +30,56 @@ def _known_hosts_name(host: str, port: int) -> str:
     return host if port == 22 else f"[{host}]:{port}"
 
 
-class _VerifyPolicy(paramiko.MissingHostKeyPolicy):
-    """Refuse unknown keys with the fingerprint and the exact command that accepts this host's key."""
+def load_known_hosts(client: paramiko.SSHClient, path: str) -> set[str]:
+    """Load `path` into the client like OpenSSH reads it; returns the revoked keys (base64 blobs).
 
-    def __init__(self, known_hosts: str, host: str, port: int) -> None:
+    paramiko's own loader chokes on marker lines (`@cert-authority`, `@revoked`), even for other hosts.
+    Markers are not host keys: `@cert-authority` lines are ignored for matching (glcleanup does not do
+    certificate auth), `@revoked` keys are refused wherever they show up, and never count as known."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            lines = fh.read(16 * 1024 * 1024).splitlines()
+    except OSError as exc:
+        raise HostKeyError(f"cannot read known_hosts file {path}: {exc.strerror}") from exc
+    revoked: set[str] = set()
+    entries = []
+    for number, raw in enumerate(lines, 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("@"):
+            fields = line.split()
+            if fields[0] == "@revoked" and len(fields) >= 4:
+                revoked.add(fields[3])
+            continue
+        try:
+            entry = paramiko.hostkeys.HostKeyEntry.from_line(line, number)
+        except (paramiko.SSHException, ValueError, TypeError, IndexError):
+            continue  # a line paramiko cannot read is not a key we know
+        if entry is not None:
+            entries.append(entry)
+    known = client.get_host_keys()
+    for entry in entries:
+        if entry.key.get_base64() not in revoked:
+            for name in entry.hostnames:
+                known.add(name, entry.key.get_name(), entry.key)
+    return revoked
+
+
+class _VerifyPolicy(paramiko.MissingHostKeyPolicy):
+    """Refuse unknown keys with the fingerprint and the exact command that accepts this host's key;
+    revoked keys say so."""
+
+    def __init__(self, known_hosts: str, host: str, port: int, revoked: set[str] | None = None) -> None:
         self.known_hosts = known_hosts
         self.host = host
         self.port = port
+        self.revoked = revoked or set()
 
     def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> None:
+        if key.get_base64() in self.revoked:
+            raise HostKeyError(f"the SSH host key of {hostname} ({key.get_name()} {fingerprint(key)}) is REVOKED "
+                               f"in {self.known_hosts} (@revoked): refusing to connect")
         port = f"-p {self.port} " if self.port != 22 else ""
         raise HostKeyError(
             f"unknown SSH host key for {hostname} ({key.get_name()} {fingerprint(key)}); "
@@ -84,12 +125,8 @@ class SSHHost:
         user = user or (str(conf["user"]) if "user" in conf else None) or os.environ.get("USER") or "root"
         known_hosts = os.path.expanduser(self.options.known_hosts or "~/.ssh/known_hosts")
         client = paramiko.SSHClient()
-        if os.path.isfile(known_hosts):
-            try:
-                client.load_host_keys(known_hosts)
-            except (OSError, paramiko.SSHException) as exc:
-                raise HostKeyError(f"cannot read known_hosts file {known_hosts}: {exc}") from exc
-        client.set_missing_host_key_policy(_VerifyPolicy(known_hosts, hostname, port))
+        revoked = load_known_hosts(client, known_hosts) if os.path.isfile(known_hosts) else set()
+        client.set_missing_host_key_policy(_VerifyPolicy(known_hosts, hostname, port, revoked))
         key_files: list[str] = []
         if self.options.key_file:
             key_files.append(os.path.expanduser(self.options.key_file))

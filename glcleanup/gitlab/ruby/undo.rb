@@ -25,6 +25,113 @@ module Undo
   end
 end
 
+# A journal is data from a file anyone with the path could have written: before anything is read for
+# real, every row must be one this journal's own stop-loop changed, in this project, with the recorded
+# columns only and values of each column's type. Any doubt refuses the whole journal ("invalid": exit 2).
+module UndoCheck
+  module_function
+
+  ACTIONS = %w[destroy park reset_cleanup].freeze
+  TIMESTAMP = /\A\d{4}-\d\d-\d\d(?:[ T]\d\d:\d\d:\d\d(?:\.\d{1,9})?)?(?:Z|[+-]\d\d(?::?\d\d)?)?\z/
+
+  def invalid!(message)
+    Glcleanup.refuse!("invalid", "journal refused, nothing changed: #{message}")
+  end
+
+  def id?(value)
+    value.is_a?(Integer) && value.positive?
+  end
+
+  def value_ok?(model, column, value)
+    return true if value.nil?
+
+    case model.columns_hash[column]&.type
+    when :integer, :bigint then value.is_a?(Integer) || (value.is_a?(String) && value.match?(/\A-?\d{1,19}\z/))
+    when :string, :text then value.is_a?(String)
+    when :datetime, :timestamp, :timestamptz, :date, :time then value.is_a?(String) && value.match?(TIMESTAMP)
+    when :boolean then [true, false, 0, 1, "t", "f", "true", "false", "0", "1"].include?(value)
+    when :float, :decimal then value.is_a?(Numeric) || (value.is_a?(String) && !Float(value, exception: false).nil?)
+    when :json, :jsonb then true
+    else value.is_a?(String) || value.is_a?(Numeric) || value == true || value == false
+    end
+  end
+
+  def enum_ok?(column, value)
+    return true if value.nil?
+
+    enum = { "status" => ContainerRepository.statuses,
+             "expiration_policy_cleanup_status" => ContainerRepository.expiration_policy_cleanup_statuses }[column]
+    enum.nil? || enum.values.map(&:to_s).include?(value.to_s)
+  end
+
+  # A row of `model`: only columns the table has (and the journal recorded), each of its column's type.
+  def check_row!(model, row, allowed, what)
+    invalid!("#{what} is not a row object") unless row.is_a?(Hash)
+    unknown = row.keys - allowed
+    invalid!("#{what} has columns the journal did not record or the table lacks: #{unknown.first(5).inspect}") unless unknown.empty?
+    row.each do |column, value|
+      unless value_ok?(model, column, value) && (model != ContainerRepository || enum_ok?(column, value))
+        invalid!("#{what}: #{column} = #{value.inspect[0, 60]} is not a value of that column's type")
+      end
+    end
+  end
+
+  def validate!(journal, project)
+    changes = journal["changes"]
+    invalid!("changes is not a list") unless changes.is_a?(Array)
+    changes.each do |change|
+      invalid!("a change is not an object") unless change.is_a?(Hash)
+      invalid!("a change has a non-integer id #{change['id'].inspect[0, 40]}") unless id?(change["id"])
+      unless ACTIONS.include?(change["action"])
+        invalid!("change #{change['id']} has an unknown action #{change['action'].inspect[0, 40]}")
+      end
+    end
+    changed = changes.map { |c| c["id"] }
+    columns = ContainerRepository.column_names & Array(journal["columns"])
+    %w[rows after].each do |key|
+      list = journal.fetch(key, [])
+      invalid!("#{key} is not a list") unless list.is_a?(Array)
+      seen = []
+      list.each do |row|
+        check_row!(ContainerRepository, row, columns, "#{key} row #{row.is_a?(Hash) ? row['id'] : '?'}")
+        invalid!("#{key} holds row #{row['id'].inspect[0, 40]}, which no change names") unless changed.include?(row["id"])
+        invalid!("#{key} holds row #{row['id']} twice") if seen.include?(row["id"])
+        seen << row["id"]
+        unless row["project_id"].to_s == project.id.to_s
+          invalid!("#{key} row #{row['id']} has project_id #{row['project_id'].inspect[0, 40]}, not #{project.full_path}'s (#{project.id})")
+        end
+      end
+    end
+    # The database's own word: a row that exists belongs to this project, whatever the file says.
+    ContainerRepository.where(id: changed.uniq).each do |current|
+      next if current.project_id == project.id
+
+      invalid!("container repository #{current.id} belongs to another project (id #{current.project_id}), not #{project.full_path}")
+    end
+    policy_columns = ContainerExpirationPolicy.column_names
+    recorded = journal["policy_columns"]
+    policy_columns &= Array(recorded) if recorded.is_a?(Array) && !recorded.empty?
+    %w[policies policies_after].each do |key|
+      list = journal.fetch(key, [])
+      invalid!("#{key} is not a list") unless list.is_a?(Array)
+      invalid!("#{key} holds #{list.size} policies; a journal has at most its project's one") if list.size > 1
+      list.each do |policy|
+        check_row!(ContainerExpirationPolicy, policy, policy_columns, "#{key} entry")
+        unless policy["project_id"].to_s == project.id.to_s
+          invalid!("#{key} is the cleanup policy of project #{policy['project_id'].inspect[0, 40]}, not #{project.full_path}'s")
+        end
+      end
+    end
+  end
+
+  # Every column a restore would write that differs from the row now (all of them for a re-created row).
+  def changing_columns(current, expected)
+    return expected.reject { |_k, v| v.nil? }.keys.sort if current.nil?
+
+    Undo.diff(Glcleanup.raw_row(current), expected).select { |k| expected.key?(k) }.sort
+  end
+end
+
 Glcleanup.main do |params|
   journal = params["journal"] || {}
   info = journal["project"] || {}
@@ -39,6 +146,7 @@ Glcleanup.main do |params|
     Glcleanup.refuse!("refused", "container_repositories columns differ from the journal's (GitLab was upgraded " \
                                  "since?): #{(columns - Array(journal['columns'])) | (Array(journal['columns']) - columns)}; nothing changed")
   end
+  UndoCheck.validate!(journal, project)
 
   rows = Array(journal["rows"]).to_h { |r| [r["id"].to_i, r] }
   after = journal.key?("after") ? Array(journal["after"]).to_h { |r| [r["id"].to_i, r] } : nil
@@ -62,7 +170,8 @@ Glcleanup.main do |params|
     Glcleanup.refuse!("refused", "journal has a change for #{id} but not its row; nothing changed") if raw.nil?
     current = ContainerRepository.where(id: id).first
     entry = { "id" => id, "name" => raw["name"], "actions" => acts,
-              "from" => current ? (current.status || "active") : "absent", "to" => Undo.target(raw, acts) }
+              "from" => current ? (current.status || "active") : "absent", "to" => Undo.target(raw, acts),
+              "columns" => UndoCheck.changing_columns(current, raw) }
     if acts.include?("destroy")
       if current
         problems << "container repository #{id} exists again (status #{current.status || 'active'})"
@@ -99,7 +208,8 @@ Glcleanup.main do |params|
       end
     end
     restore << { "id" => nil, "name" => "cleanup policy", "actions" => ["disable_cleanup_policy"],
-                 "from" => policy&.enabled ? "enabled" : "disabled", "to" => "enabled", "how" => "restore columns" }
+                 "from" => policy&.enabled ? "enabled" : "disabled", "to" => "enabled", "how" => "restore columns",
+                 "columns" => policy ? UndoCheck.changing_columns(policy, policy_raw) : [] }
   end
 
   unless problems.empty?
