@@ -269,7 +269,7 @@ class DeletionWorker:
 
     def remaining_work_count(self, conn: sqlite3.Connection) -> int:
         row = conn.execute("SELECT COUNT(*) FROM (SELECT 1 FROM container_repositories WHERE status = 0 "
-                           "LIMIT ?)", (self.slots + 1,)).fetchone()
+                           "LIMIT ?) pending", (self.slots + 1,)).fetchone()
         return int(row[0])
 
     def claim(self, conn: sqlite3.Connection, version: str) -> sqlite3.Row | None:
@@ -279,9 +279,11 @@ class DeletionWorker:
         gate = " AND (next_delete_attempt_at IS NULL OR next_delete_attempt_at <= ?)" if retry_cols else ""
         conn.execute("BEGIN IMMEDIATE")
         try:
+            # Packages::Destructible#next_pending_destruction: pending_destruction.limit(1)
+            # .lock('FOR UPDATE SKIP LOCKED'): a row a script holds locked is stepped around, not waited for.
             row: sqlite3.Row | None = conn.execute(
-                f"SELECT * FROM container_repositories WHERE status = 0{gate} LIMIT 1",  # noqa: S608
-                (now,) if retry_cols else ()).fetchone()
+                f"SELECT * FROM container_repositories WHERE status = 0{gate} LIMIT 1"  # noqa: S608
+                + schema.skip_locked(conn), (now,) if retry_cols else ()).fetchone()
             if row is not None:
                 extra = ", next_delete_attempt_at = NULL" if retry_cols else ""
                 conn.execute(f"UPDATE container_repositories SET status = 2, delete_started_at = ?, "  # noqa: S608
