@@ -28,9 +28,11 @@ Glcleanup.main do |params|
       .merge("cleanup_policy_enabled" => repo.project.container_expiration_policy&.enabled ? true : false)
   end
 
-  deleting = scope.where(status: %i[delete_scheduled delete_ongoing delete_failed]).order(:id).to_a
-  cleaning = scope.where(expiration_policy_cleanup_status: %i[cleanup_scheduled cleanup_unfinished cleanup_ongoing])
+  deleting = scope.where(status: Glcleanup.status_values(%w[delete_scheduled delete_ongoing delete_failed]))
                   .order(:id).to_a
+  cleaning = scope.where(expiration_policy_cleanup_status: Glcleanup.cleanup_values(
+    %w[cleanup_scheduled cleanup_unfinished cleanup_ongoing]
+  )).order(:id).to_a
 
   info = Gitlab.version_info
   cap = if info.major > 17 || (info.major == 17 && info.minor >= 6)

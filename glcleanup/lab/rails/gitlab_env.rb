@@ -218,8 +218,10 @@ end
 ActiveRecord::Base.logger = ENV["GLCLEANUP_LAB_SQL_LOG"] ? Logger.new($stderr) : nil
 
 # The replica's connection class (lab plumbing, not a model).
-class ReplicaRecord < ActiveRecord::Base
-  self.abstract_class = true
+module GitlabLab
+  class ReplicaRecord < ActiveRecord::Base
+    self.abstract_class = true
+  end
 end
 if GitlabLab.postgres?
   require "active_record/connection_adapters/postgresql_adapter"
