@@ -283,7 +283,8 @@ def test_query_cache_on_for_the_script_on_rails_7_1_versions(tmp_path: Path, ver
     out = ruby_json(db, """
         id = Integer(ARGV[0])
         before = ContainerRepository.where(id: id).first.status
-        ContainerRepository.connection.raw_connection.execute("UPDATE container_repositories SET status = 1 WHERE id = #{id}")
+        ContainerRepository.connection.raw_connection
+                           .execute("UPDATE container_repositories SET status = 1 WHERE id = #{id}")
         puts [before, ContainerRepository.where(id: id).first.status].to_json
     """, str(ids["worker"]))
     assert out == ["delete_scheduled", "delete_scheduled" if cached else "delete_failed"]

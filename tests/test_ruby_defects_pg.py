@@ -107,7 +107,8 @@ def test_undo_is_all_or_nothing_when_insert_all_skips_a_conflicting_row(
         pg_lab: Callable[..., dict[str, int]], pg_database: str, holder: Any) -> None:
     ids = pg_lab("17.3.5")
     report = stop_loop(SETTINGS, StopLoopRequest(project="acme/web", mode="done", settle=0.2, apply=True))
-    assert report.applied and report.journal
+    assert report.applied
+    assert report.journal
     gone = {ids["stuck"], ids["ongoing"]}
     assert not gone & set(rows(pg_database))
     # A repository re-created under the stuck one's name, committed only after undo's checks ran.
