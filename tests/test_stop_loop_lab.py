@@ -16,7 +16,7 @@ import pytest
 from typer.testing import CliRunner, Result
 
 from glcleanup.cli import app
-from glcleanup.lab import schema
+from glcleanup.lab import schema, seed
 from glcleanup.lab.lab import Lab
 from tests.support.net import wait_until
 from tests.support.ssh import AsyncSSHServer
@@ -83,11 +83,24 @@ def lab_factory(tmp_path: Path, database: str | None) -> Iterator[Callable[..., 
         lab.down()
 
 
-@pytest.mark.parametrize(("version", "mode"), [("17.3.5", "done"), ("17.3.5", "failed"),
-                                               ("16.6.1", "done"), ("17.6.0", "failed")])
+QUIET_CASES = [("17.3.5", "done"), ("17.3.5", "failed"), ("16.6.1", "done"), ("17.5.0", "failed"),
+               ("17.5.0+flag", "failed"), ("17.6.0", "failed"), ("18.2.0", "failed")]
+SQLITE_QUIET = {("17.3.5", "done"), ("17.3.5", "failed"), ("16.6.1", "done"), ("17.6.0", "failed")}
+
+
+# Every version on PostgreSQL (GitLab's database); the embedded SQLite on the original four (CI time).
+@pytest.mark.parametrize(("version", "mode", "database"),
+                         [(v, m, "postgresql") for v, m in QUIET_CASES]
+                         + [(v, m, "sqlite") for v, m in QUIET_CASES if (v, m) in SQLITE_QUIET],
+                         indirect=["database"])
 def test_stop_loop_quiets_the_registry_within_one_settle_period(lab_factory: Callable[..., Lab], version: str,
                                                                 mode: str) -> None:
+    version, _, flag = version.partition("+")
     lab = lab_factory(version)
+    if flag:  # Feature.enable(:set_delete_failed_container_repository): 17.5's retry cap
+        conn = schema.connect(lab.database)
+        seed.set_feature(conn, "set_delete_failed_container_repository")
+        conn.close()
     assert lab.demo is not None
     website = lab.demo.repository("acme/website")
     lab.delete_image("acme/website", website.id)
@@ -106,8 +119,10 @@ def test_stop_loop_quiets_the_registry_within_one_settle_period(lab_factory: Cal
     seen = deletes(lab.registry_log, "acme/website")
     time.sleep(1.5)  # the worker keeps running: nothing more may reach the registry for this repository
     assert deletes(lab.registry_log, "acme/website") == seen
-    assert max(seen) <= started + settle
     applied = datetime.fromisoformat(json.loads(Path(doc["journal"]).read_text())["applied_at"]).timestamp()
+    # Within one settle period of the commit (nothing can stop before it; a slow boot on a loaded host
+    # only moves the commit later).
+    assert max(seen) <= applied + settle
     print(f"\ntime to the last DELETE ({version}, {mode}): {max(seen) - started:.3f} s from `stop-loop --yes`, "
           f"{max(seen) - applied:+.3f} s from the commit")
 

@@ -41,6 +41,12 @@ module Glcleanup
     $stdout.flush
   end
 
+  # "Class: first line of the message": PostgreSQL errors carry CONTEXT/DETAIL lines after the first.
+  def self.one_line(error)
+    first = error.message.to_s.lines.map(&:strip).reject(&:empty?).first
+    "#{error.class}: #{first}"
+  end
+
   def self.refuse!(kind, message)
     raise Refusal.new(kind, message)
   end

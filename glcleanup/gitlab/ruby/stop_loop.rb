@@ -156,7 +156,7 @@ Glcleanup.main do |params|
       changed = changes
     end
   rescue StandardError => e
-    result["error"] = "#{e.class}: #{e.message}"
+    result["error"] = Glcleanup.one_line(e)
     result["rolled_back"] = true
     next result
   end
@@ -217,7 +217,7 @@ Glcleanup.main do |params|
       sleep([poll, [settle - (now - last_change), 0.01].max].min)
     end
   rescue StandardError => e
-    result["verify_error"] = "#{e.class}: #{e.message}"
+    result["verify_error"] = Glcleanup.one_line(e)
   end
   result["verified"] = verified
   result["rounds"] = rounds
