@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from glcleanup.lab import postgres
+from glcleanup.lab.postgres import PostgresCluster
 
 _ENV_TO_CLEAR = (
     "GITLAB_URL", "GITLAB_PRIVATE_TOKEN", "GITLAB_TOKEN", "PYTHON_GITLAB_CFG", "GITLAB_SSL_VERIFY",
@@ -24,3 +28,30 @@ def isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.
     for var in _ENV_TO_CLEAR:
         monkeypatch.delenv(var, raising=False)
     return home
+
+
+# --- databases: the lab runs on PostgreSQL (GitLab's database) and on SQLite (the demo's) ---------------
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[PostgresCluster]:
+    """One private PostgreSQL cluster per test session (socket only); each test gets its own database."""
+    if not postgres.available():
+        pytest.skip("PostgreSQL server binaries or psycopg missing (scripts/setup.sh installs them)")
+    cluster = PostgresCluster().start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(params=["postgresql", "sqlite"])
+def database(request: pytest.FixtureRequest) -> str | None:
+    """A fresh PostgreSQL database DSN, or None for the lab's SQLite file."""
+    if request.param == "sqlite":
+        return None
+    cluster: PostgresCluster = request.getfixturevalue("pg_cluster")
+    return cluster.create_database()
+
+
+@pytest.fixture
+def pg_database(pg_cluster: PostgresCluster) -> str:
+    return pg_cluster.create_database()

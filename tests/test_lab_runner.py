@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from glcleanup.lab import schema, seed
-from glcleanup.lab.lab import RUNNER
+from glcleanup.lab.lab import RUNNER, make_registry_key
 
 pytestmark = pytest.mark.skipif(shutil.which("ruby") is None, reason="ruby missing")
 TS_RE = re.compile(r"\A\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{6}\Z")
@@ -24,6 +24,8 @@ def make_db(tmp_path: Path, version: str) -> tuple[Path, dict[str, int]]:
     schema.create(db, version, "http://127.0.0.1:5000")
     conn = schema.connect(db)
     try:
+        make_registry_key(tmp_path / "registry.key")
+        schema.set_setting(conn, "registry_key", str(tmp_path / "registry.key"))
         personal = seed.create_project(conn, seed.create_user(conn, "Alice"), "Sandbox")
         api = seed.create_project(conn, seed.ensure_group(conn, "acme/platform"), "api")
         seed.create_policy(conn, api, enabled=True)
@@ -258,5 +260,31 @@ def test_nothing_gitlab_lacks(tmp_path: Path) -> None:
     db, _ = make_db(tmp_path, "17.3.5")
     out = ruby_json(db, "puts [ContainerRepository.respond_to?(:registry_host_port), "
                         "ContainerRepository.constants(false).grep(/RETRY|LAB/), "
-                        "defined?(ContainerRegistry).nil?].to_json")
-    assert out == [False, [], True]
+                        "ContainerRegistry.constants.sort, defined?(ReplicaRecord).nil?, "
+                        "ContainerRepository.instance_methods(false).grep(/lab/)].to_json")
+    assert out == [False, [], ["Registry"], True, []]
+
+
+def test_location_mints_a_token_like_gitlab(tmp_path: Path) -> None:
+    """ContainerRepository#location goes through #registry's full-access token: no key, no location."""
+    db, ids = make_db(tmp_path, "17.3.5")
+    code = "puts ContainerRepository.find(Integer(ARGV[0])).location.to_json"
+    assert ruby_json(db, code, str(ids["worker"])) == "127.0.0.1:5000/acme/platform/api/worker"
+    (tmp_path / "registry.key").unlink()
+    proc = run(db, ["runner", "-", str(ids["worker"])], stdin=code)
+    assert proc.returncode == 1
+    assert "registry.key (Errno::ENOENT)" in proc.stderr
+
+
+@pytest.mark.parametrize(("version", "cached"), [("17.3.5", False), ("17.6.0", True)])
+def test_query_cache_on_for_the_script_on_rails_7_1_versions(tmp_path: Path, version: str, cached: bool) -> None:
+    """rails runner on Rails >= 7.1 runs the script in the executor: a repeated SELECT is answered from cache."""
+    db, ids = make_db(tmp_path, version)
+    out = ruby_json(db, """
+        id = Integer(ARGV[0])
+        before = ContainerRepository.where(id: id).first.status
+        ContainerRepository.connection.raw_connection
+                           .execute("UPDATE container_repositories SET status = 1 WHERE id = #{id}")
+        puts [before, ContainerRepository.where(id: id).first.status].to_json
+    """, str(ids["worker"]))
+    assert out == ["delete_scheduled", "delete_scheduled" if cached else "delete_failed"]

@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner, Result
@@ -31,7 +32,7 @@ from glcleanup.paths import journal_dir
 from glcleanup.settings import Settings
 from glcleanup.transport import CommandResult, SSHHost, SSHOptions, parse_host
 from tests.support.ssh import AsyncSSHServer, OpenSSHServer
-from tests.test_stop_loop_static import RUNNER, dump, make_db
+from tests.test_stop_loop_static import RUNNER, PgDsn, dump, make_db
 
 EXEC_RUNNER = f"exec {RUNNER}"  # `sh -c` would otherwise survive as the parent and shield the runner
 
@@ -39,9 +40,50 @@ pytestmark = pytest.mark.skipif(shutil.which("ruby") is None, reason="ruby missi
 
 
 @pytest.fixture
-def db(tmp_path: Path) -> tuple[Path, dict[str, int]]:
-    path = tmp_path / "gitlab.sqlite3"
+def db(tmp_path: Path, database: str | None, pg_cluster_or_none: Any) -> tuple[Path, dict[str, int]]:
+    """The lab database on PostgreSQL and on SQLite (`database` from conftest)."""
+    path: Path = tmp_path / "gitlab.sqlite3"
+    if database is not None:
+        path = PgDsn(database, tmp_path, pg_cluster_or_none)  # type: ignore[assignment]
     return path, make_db(path, "17.3.5")
+
+
+@pytest.fixture
+def pg_cluster_or_none(request: pytest.FixtureRequest, database: str | None) -> Any:
+    return request.getfixturevalue("pg_cluster") if database is not None else None
+
+
+def lab_env(path: Path | str) -> dict[str, str]:
+    """What the runner needs to find the lab database."""
+    if isinstance(path, PgDsn):
+        return {"GLCLEANUP_LAB_DB": str(path.parent / "gitlab.sqlite3"), "GLCLEANUP_LAB_DATABASE_URL": str(path)}
+    return {"GLCLEANUP_LAB_DB": str(path)}
+
+
+def slow_trigger(path: Path | str, rid: int) -> None:
+    """A trigger that takes seconds on one row's update: a window in the middle of the transaction."""
+    if isinstance(path, PgDsn):
+        conn = schema.connect(path)
+        conn.executescript("CREATE FUNCTION slow() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+                           "PERFORM pg_sleep(3); RETURN NEW; END $$; "
+                           f"CREATE TRIGGER slow BEFORE UPDATE ON container_repositories FOR EACH ROW "
+                           f"WHEN (OLD.id = {int(rid)}) EXECUTE FUNCTION slow();")
+        conn.close()
+        return
+    conn = sqlite3.connect(path)
+    conn.executescript("CREATE TABLE burn(x); WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c "
+                       "WHERE x < 330) INSERT INTO burn SELECT x FROM c;")
+    conn.execute(f"CREATE TRIGGER slow BEFORE UPDATE ON container_repositories WHEN OLD.id = {int(rid)} "  # noqa: S608 - DDL takes no parameters; an int id
+                 "BEGIN SELECT count(*) FROM burn a, burn b, burn c WHERE a.x + b.x + c.x < 0; END")
+    conn.commit()
+    conn.close()
+
+
+def drop_slow_trigger(path: Path | str) -> None:
+    conn = schema.connect(path) if isinstance(path, PgDsn) else sqlite3.connect(path)
+    conn.execute("DROP TRIGGER slow ON container_repositories" if isinstance(path, PgDsn) else "DROP TRIGGER slow")
+    conn.commit()
+    conn.close()
 
 
 @pytest.fixture
@@ -51,7 +93,7 @@ def server_factory(tmp_path: Path, db: tuple[Path, dict[str, int]]) -> Iterator[
     def make(**env: str) -> AsyncSSHServer:
         work = tmp_path / f"ssh{len(servers)}"
         work.mkdir()
-        server = AsyncSSHServer(work, env={"GLCLEANUP_LAB_DB": str(db[0]), **env}).start()
+        server = AsyncSSHServer(work, env={**lab_env(db[0]), **env}).start()
         servers.append(server)
         return server
 
@@ -102,13 +144,7 @@ def test_cut_before_the_journal_changes_nothing(server_factory: Callable[..., As
 def test_cut_inside_the_transaction_rolls_back(server_factory: Callable[..., AsyncSSHServer],
                                                db: tuple[Path, dict[str, int]]) -> None:
     path, ids = db
-    conn = sqlite3.connect(path)  # a trigger that takes seconds on the second row: a window mid-transaction
-    conn.executescript("CREATE TABLE burn(x); WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c "
-                       "WHERE x < 330) INSERT INTO burn SELECT x FROM c;")
-    conn.execute(f"CREATE TRIGGER slow BEFORE UPDATE ON container_repositories WHEN OLD.id = {ids['ongoing']} "  # noqa: S608 - DDL takes no parameters; an int id
-                 "BEGIN SELECT count(*) FROM burn a, burn b, burn c WHERE a.x + b.x + c.x < 0; END")
-    conn.commit()
-    conn.close()
+    slow_trigger(path, ids["ongoing"])  # seconds on the second row: a window mid-transaction
     before = dump(path)
     server = server_factory()
     cutter = cut_when(server, lambda: journal_state() == "recorded", delay=0.5)
@@ -120,10 +156,7 @@ def test_cut_inside_the_transaction_rolls_back(server_factory: Callable[..., Asy
     assert dump(path) == before  # the first row was parked inside the transaction: rolled back with it
     assert journal_state() == "recorded"
 
-    conn = sqlite3.connect(path)
-    conn.execute("DROP TRIGGER slow")
-    conn.commit()
-    conn.close()
+    drop_slow_trigger(path)
     checked = invoke(server, "undo", "--yes")
     assert checked.exit_code == 0, checked.output
     assert "never committed" in checked.stderr or "never committed" in checked.stdout
@@ -205,7 +238,8 @@ def _run_with_link(monkeypatch: pytest.MonkeyPatch, link: VanishingLink, settle:
 def test_link_gone_before_the_journal_the_runner_changes_nothing(monkeypatch: pytest.MonkeyPatch,
                                                                 db: tuple[Path, dict[str, int]]) -> None:
     path, _ids = db
-    monkeypatch.setenv("GLCLEANUP_LAB_DB", str(path))
+    for key, value in lab_env(path).items():
+        monkeypatch.setenv(key, value)
     monkeypatch.setenv("GLCLEANUP_LAB_BOOT_DELAY", "1")  # the reader leaves during the boot
     before = dump(path)
     link = VanishingLink(lambda seen: b"WARNING" in seen)
@@ -219,7 +253,8 @@ def test_link_gone_before_the_journal_the_runner_changes_nothing(monkeypatch: py
 def test_link_gone_after_the_commit_the_runner_still_verifies(monkeypatch: pytest.MonkeyPatch,
                                                              db: tuple[Path, dict[str, int]]) -> None:
     path, ids = db
-    monkeypatch.setenv("GLCLEANUP_LAB_DB", str(path))
+    for key, value in lab_env(path).items():
+        monkeypatch.setenv(key, value)
     link = VanishingLink(lambda seen: b'GLCLEANUP-EVENT:{"applied"' in seen)
     started = time.monotonic()
     message = _run_with_link(monkeypatch, link, settle=1.5)
@@ -237,7 +272,8 @@ def test_link_gone_after_the_commit_the_runner_still_verifies(monkeypatch: pytes
 
 def test_journal_that_cannot_be_saved_is_printed_and_reported(monkeypatch: pytest.MonkeyPatch,
                                                               db: tuple[Path, dict[str, int]]) -> None:
-    monkeypatch.setenv("GLCLEANUP_LAB_DB", str(db[0]))
+    for key, value in lab_env(db[0]).items():
+        monkeypatch.setenv(key, value)
 
     def disk_full(self: Journal) -> None:
         raise JournalError(f"cannot write journal {self.path}: [Errno 28] No space left on device")
@@ -258,7 +294,7 @@ def test_real_sshd_client_gone(when: str, monkeypatch: pytest.MonkeyPatch, tmp_p
     runner alive, so only its next write fails. Before the journal: that write is the journal line, inside
     the transaction, so nothing changes. After the commit: the runner keeps verifying with nobody listening."""
     path, ids = db
-    server = OpenSSHServer(tmp_path, set_env={"GLCLEANUP_LAB_DB": str(path),
+    server = OpenSSHServer(tmp_path, set_env={**lab_env(path),
                                               "GLCLEANUP_LAB_BOOT_DELAY": "2" if when == "before_journal" else "0"})
     server.start()
     host = SSHHost(parse_host(f"root@127.0.0.1:{server.port}"),

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from datetime import datetime
@@ -17,7 +16,7 @@ import pytest
 from typer.testing import CliRunner, Result
 
 from glcleanup.cli import app
-from glcleanup.lab import schema
+from glcleanup.lab import schema, seed
 from glcleanup.lab.lab import Lab
 from tests.support.net import wait_until
 from tests.support.ssh import AsyncSSHServer
@@ -47,7 +46,7 @@ def wait_for(cond: Callable[[], object], timeout: float = 20.0) -> None:
 
 
 def table(lab: Lab) -> dict[int, dict[str, Any]]:
-    conn = schema.connect(lab.db_path)
+    conn = schema.connect(lab.database)
     try:
         return {r["id"]: dict(r) for r in conn.execute("SELECT * FROM container_repositories")}
     finally:
@@ -69,11 +68,12 @@ def stop_loop(lab: Lab, *args: str, settle: float = 2.0, extra_env: dict[str, st
 
 
 @pytest.fixture
-def lab_factory(tmp_path: Path) -> Iterator[Callable[..., Lab]]:
+def lab_factory(tmp_path: Path, database: str | None) -> Iterator[Callable[..., Lab]]:
+    """Labs on PostgreSQL (GitLab's database) and on SQLite (the demo's): every test runs on both."""
     labs: list[Lab] = []
 
     def make(version: str, **kw: Any) -> Lab:
-        lab = Lab(tmp_path / f"lab-{len(labs)}", version=version, **kw)
+        lab = Lab(tmp_path / f"lab-{len(labs)}", version=version, database=database, **kw)
         labs.append(lab)
         lab.up(daemon=False)
         return lab
@@ -83,11 +83,24 @@ def lab_factory(tmp_path: Path) -> Iterator[Callable[..., Lab]]:
         lab.down()
 
 
-@pytest.mark.parametrize(("version", "mode"), [("17.3.5", "done"), ("17.3.5", "failed"),
-                                               ("16.6.1", "done"), ("17.6.0", "failed")])
+QUIET_CASES = [("17.3.5", "done"), ("17.3.5", "failed"), ("16.6.1", "done"), ("17.5.0", "failed"),
+               ("17.5.0+flag", "failed"), ("17.6.0", "failed"), ("18.2.0", "failed")]
+SQLITE_QUIET = {("17.3.5", "done"), ("17.3.5", "failed"), ("16.6.1", "done"), ("17.6.0", "failed")}
+
+
+# Every version on PostgreSQL (GitLab's database); the embedded SQLite on the original four (CI time).
+@pytest.mark.parametrize(("version", "mode", "database"),
+                         [(v, m, "postgresql") for v, m in QUIET_CASES]
+                         + [(v, m, "sqlite") for v, m in QUIET_CASES if (v, m) in SQLITE_QUIET],
+                         indirect=["database"])
 def test_stop_loop_quiets_the_registry_within_one_settle_period(lab_factory: Callable[..., Lab], version: str,
                                                                 mode: str) -> None:
+    version, _, flag = version.partition("+")
     lab = lab_factory(version)
+    if flag:  # Feature.enable(:set_delete_failed_container_repository): 17.5's retry cap
+        conn = schema.connect(lab.database)
+        seed.set_feature(conn, "set_delete_failed_container_repository")
+        conn.close()
     assert lab.demo is not None
     website = lab.demo.repository("acme/website")
     lab.delete_image("acme/website", website.id)
@@ -106,8 +119,10 @@ def test_stop_loop_quiets_the_registry_within_one_settle_period(lab_factory: Cal
     seen = deletes(lab.registry_log, "acme/website")
     time.sleep(1.5)  # the worker keeps running: nothing more may reach the registry for this repository
     assert deletes(lab.registry_log, "acme/website") == seen
-    assert max(seen) <= started + settle
     applied = datetime.fromisoformat(json.loads(Path(doc["journal"]).read_text())["applied_at"]).timestamp()
+    # Within one settle period of the commit (nothing can stop before it; a slow boot on a loaded host
+    # only moves the commit later).
+    assert max(seen) <= applied + settle
     print(f"\ntime to the last DELETE ({version}, {mode}): {max(seen) - started:.3f} s from `stop-loop --yes`, "
           f"{max(seen) - applied:+.3f} s from the commit")
 
@@ -165,9 +180,8 @@ def test_only_the_stuck_repository_and_repository_narrowing(lab_factory: Callabl
 
     # both stuck now; --repository stops only the one named, the other keeps looping
     lab.delete_image("acme/platform/api", api.id)
-    conn = sqlite3.connect(lab.db_path)
+    conn = schema.connect(lab.database)
     conn.execute("UPDATE container_repositories SET status = 0 WHERE id = ?", (worker.id,))
-    conn.commit()
     conn.close()
     wait_for(lambda: len(deletes(lab.registry_log, "acme/platform/api")) >= 2)
     result = stop_loop(lab, "--project", "acme/platform/api", "--repository", str(worker.id), "--mode", "done",
@@ -213,11 +227,10 @@ def test_disable_cleanup_policy_stops_the_policy_loop_too(lab_factory: Callable[
     lab = lab_factory("17.3.5")
     assert lab.demo is not None
     website = lab.demo.repository("acme/website")
-    conn = sqlite3.connect(lab.db_path)  # a policy that removes the dated tag: the same DIGEST_INVALID loop
+    conn = schema.connect(lab.database)  # a policy that removes the dated tag: the same DIGEST_INVALID loop
     conn.execute("UPDATE container_expiration_policies SET keep_n = 0 WHERE project_id = ?",
                  (lab.demo.projects["acme/website"],))
     conn.execute("UPDATE container_repositories SET expiration_policy_cleanup_status = 1 WHERE id = ?", (website.id,))
-    conn.commit()
     conn.close()
     wait_for(lambda: len(deletes(lab.registry_log, "acme/website")) >= 3)
     plain = CliRunner().invoke(app, ["stop-loop", "--project", "acme/website", "-o", "json"], env=lab.settings_env())
@@ -237,7 +250,7 @@ def test_disable_cleanup_policy_stops_the_policy_loop_too(lab_factory: Callable[
     row = table(lab)[website.id]
     assert row["expiration_policy_cleanup_status"] == 0
     assert row["status"] is None
-    conn = schema.connect(lab.db_path)
+    conn = schema.connect(lab.database)
     enabled = conn.execute("SELECT enabled FROM container_expiration_policies WHERE project_id = ?",
                            (lab.demo.projects["acme/website"],)).fetchone()[0]
     conn.close()

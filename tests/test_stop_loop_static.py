@@ -28,7 +28,20 @@ RUNNER = f"{LAB_RAILS} runner"
 VERSIONS = ("16.6.1", "17.3.5", "17.5.0", "17.6.0")
 
 
-def make_db(path: Path, version: str) -> dict[str, int]:
+class PgDsn(str):
+    """A PostgreSQL lab database: its DSN, with the lab directory as `parent` (logs, boots, a second db)."""
+
+    parent: Path
+    cluster: Any
+
+    def __new__(cls, dsn: str, parent: Path, cluster: Any) -> PgDsn:
+        obj = super().__new__(cls, dsn)
+        obj.parent = parent
+        obj.cluster = cluster
+        return obj
+
+
+def make_db(path: Path | str, version: str) -> dict[str, int]:
     """acme/web: stuck, ongoing, fine (cleanup run unfinished), parked; other/x: a stuck one outside."""
     schema.create(path, version)
     conn = schema.connect(path)
@@ -52,7 +65,20 @@ def make_db(path: Path, version: str) -> dict[str, int]:
     return ids
 
 
-def dump(db: Path) -> str:
+def dump(db: Path | str) -> str:
+    """Every row of every table (and the sequences) as the database prints them."""
+    if isinstance(db, PgDsn):
+        conn = schema.connect(db)
+        try:
+            tables = [r[0] for r in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public' "
+                                                  "ORDER BY tablename")]
+            lines = [f"{t}: {r[0]}" for t in tables
+                     for r in conn.execute(f'SELECT "{t}"::text FROM "{t}" ORDER BY 1')]  # noqa: S608
+            lines += [f"{r[0]}: {r[1]}" for r in conn.execute(
+                "SELECT sequencename, last_value FROM pg_sequences ORDER BY 1")]
+            return "\n".join(lines)
+        finally:
+            conn.close()
     conn = sqlite3.connect(db)
     try:
         return "\n".join(conn.iterdump())
@@ -60,7 +86,7 @@ def dump(db: Path) -> str:
         conn.close()
 
 
-def rows(db: Path, table: str = "container_repositories") -> dict[Any, dict[str, Any]]:
+def rows(db: Path | str, table: str = "container_repositories") -> dict[Any, dict[str, Any]]:
     conn = schema.connect(db)
     try:
         key = "project_id" if table == "container_expiration_policies" else "id"
@@ -69,8 +95,8 @@ def rows(db: Path, table: str = "container_repositories") -> dict[Any, dict[str,
         conn.close()
 
 
-def execute(db: Path, sql: str, *params: object) -> None:
-    conn = sqlite3.connect(db)
+def execute(db: Path | str, sql: str, *params: object) -> None:
+    conn = schema.connect(db) if isinstance(db, PgDsn) else sqlite3.connect(db)
     if params:
         conn.execute(sql, params)
         conn.commit()
@@ -79,14 +105,23 @@ def execute(db: Path, sql: str, *params: object) -> None:
     conn.close()
 
 
-@pytest.fixture(params=VERSIONS)
+# Every version on PostgreSQL (GitLab's database); SQLite (the demo's) on one version before and one after
+# 17.5's retry columns, to keep CI inside its budget.
+@pytest.fixture(params=[(v, "postgresql") for v in VERSIONS] + [(v, "sqlite") for v in ("17.3.5", "17.6.0")],
+                ids=lambda p: f"{p[0]}-{p[1]}")
 def lab_db(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
            ) -> tuple[Path, str, dict[str, int]]:
-    db = tmp_path / "gitlab.sqlite3"
-    ids = make_db(db, request.param)
+    """A still lab database per version, on PostgreSQL (GitLab's database) and on SQLite."""
+    version, database = request.param
+    db: Path = tmp_path / "gitlab.sqlite3"
     monkeypatch.setenv("GLCLEANUP_LAB_DB", str(db))
+    if database == "postgresql":
+        cluster = request.getfixturevalue("pg_cluster")
+        db = PgDsn(cluster.create_database(), tmp_path, cluster)  # type: ignore[assignment]
+        monkeypatch.setenv("GLCLEANUP_LAB_DATABASE_URL", str(db))
+    ids = make_db(db, version)
     monkeypatch.setenv("GLCLEANUP_LAB_BOOT_LOG", str(tmp_path / "boots.log"))
-    return db, request.param, ids
+    return db, version, ids
 
 
 def boots(db: Path) -> int:
@@ -188,22 +223,26 @@ def test_undo_refuses_when_rows_changed_since(lab_db: tuple[Path, str, dict[str,
     assert stop("--mode", "failed", "--yes").exit_code == 0
     execute(db, "UPDATE container_repositories SET status = 0 WHERE id = ?", ids["ongoing"])
     changed = dump(db)
+    db2: Path | str = db.parent / "second.sqlite3"
+    env = {"GLCLEANUP_LAB_DB": str(db2)}
+    if isinstance(db, PgDsn):
+        db2 = PgDsn(db.cluster.create_database(), db.parent, db.cluster)
+        env = {"GLCLEANUP_LAB_DATABASE_URL": str(db2)}
     result = cli("undo", "--yes")
     assert result.exit_code == 3
     assert f"container repository {ids['ongoing']} changed since" in result.stderr
     assert dump(db) == changed
 
     # done mode: the removed row exists again under its name
-    db2 = db.parent / "second.sqlite3"
     make_db(db2, _version)
     result = CliRunner().invoke(app, ["stop-loop", "--project", "acme/web", "--repository", str(ids["stuck"]),
                                       "--settle", "0.1", "--yes", "--rails-host", "local", "--rails-runner",
-                                      RUNNER, "-o", "json"], env={"GLCLEANUP_LAB_DB": str(db2)})
+                                      RUNNER, "-o", "json"], env=env)
     assert result.exit_code == 0, result.output
     execute(db2, "INSERT INTO container_repositories(project_id, name, created_at, updated_at) SELECT "
                  "project_id, '', created_at, updated_at FROM container_repositories WHERE id = ?", ids["ongoing"])
     refused = CliRunner().invoke(app, ["undo", "--yes", "--rails-host", "local", "--rails-runner", RUNNER],
-                                 env={"GLCLEANUP_LAB_DB": str(db2)})
+                                 env=env)
     assert refused.exit_code == 3
     assert "has a new repository named" in refused.stderr
 
@@ -251,8 +290,14 @@ def test_hostile_input_is_refused_before_anything_runs(args: list[str], tmp_path
 def test_ruby_exception_mid_apply_rolls_everything_back(lab_db: tuple[Path, str, dict[str, int]], mode: str) -> None:
     db, _version, ids = lab_db
     event = "DELETE" if mode == "done" else "UPDATE"
-    execute(db, f"CREATE TRIGGER boom BEFORE {event} ON container_repositories WHEN OLD.id = {ids['ongoing']} "
-                "BEGIN SELECT RAISE(ABORT, 'glcleanup test: storage on fire'); END;")
+    if isinstance(db, PgDsn):
+        execute(db, "CREATE FUNCTION boom() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+                    "RAISE EXCEPTION 'glcleanup test: storage on fire'; END $$; "
+                    f"CREATE TRIGGER boom BEFORE {event} ON container_repositories FOR EACH ROW "
+                    f"WHEN (OLD.id = {ids['ongoing']}) EXECUTE FUNCTION boom();")
+    else:
+        execute(db, f"CREATE TRIGGER boom BEFORE {event} ON container_repositories WHEN OLD.id = {ids['ongoing']} "
+                    "BEGIN SELECT RAISE(ABORT, 'glcleanup test: storage on fire'); END;")
     before = dump(db)
     result = stop("--mode", mode, "--yes")
     assert result.exit_code == 3

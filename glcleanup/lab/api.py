@@ -118,7 +118,8 @@ JOIN routes r ON r.source_type = 'Project' AND r.source_id = c.project_id
 """
 TREE_CTE = """
 WITH RECURSIVE tree(id) AS (
-  SELECT ? UNION ALL SELECT n.id FROM namespaces n JOIN tree ON n.parent_id = tree.id WHERE n.type = 'Group'
+  SELECT CAST(? AS integer)
+  UNION ALL SELECT n.id FROM namespaces n JOIN tree ON n.parent_id = tree.id WHERE n.type = 'Group'
 )
 """
 
@@ -160,7 +161,7 @@ def find_project(conn: sqlite3.Connection, ref: str) -> sqlite3.Row:
     if ref.isdigit():
         row = one(conn, PROJECT_SQL + " WHERE p.id = ?", (int(ref),))
     else:
-        row = one(conn, PROJECT_SQL + " WHERE r.path = ? COLLATE NOCASE", (ref,))
+        row = one(conn, PROJECT_SQL + " WHERE LOWER(r.path) = LOWER(?)", (ref,))
     if row is None:
         raise ApiError(404, "404 Project Not Found")
     return row
@@ -170,7 +171,7 @@ def find_group(conn: sqlite3.Connection, ref: str) -> sqlite3.Row:
     if ref.isdigit():
         row = one(conn, GROUP_SQL + " AND n.id = ?", (int(ref),))
     else:
-        row = one(conn, GROUP_SQL + " AND r.path = ? COLLATE NOCASE", (ref,))
+        row = one(conn, GROUP_SQL + " AND LOWER(r.path) = LOWER(?)", (ref,))
     if row is None:
         raise ApiError(404, "404 Group Not Found")
     return row
@@ -710,11 +711,11 @@ class GraphQL:
         return {"id": gid("User", 1), "username": "root"}
 
     def r_Query_project(self, _obj: Any, args: dict[str, Any]) -> sqlite3.Row | None:
-        return one(self.conn, PROJECT_SQL + " WHERE r.path = ? COLLATE NOCASE",
+        return one(self.conn, PROJECT_SQL + " WHERE LOWER(r.path) = LOWER(?)",
                                  (str(args.get("fullPath")),))
 
     def r_Query_group(self, _obj: Any, args: dict[str, Any]) -> sqlite3.Row | None:
-        return one(self.conn, GROUP_SQL + " AND r.path = ? COLLATE NOCASE",
+        return one(self.conn, GROUP_SQL + " AND LOWER(r.path) = LOWER(?)",
                                  (str(args.get("fullPath")),))
 
     def r_Query_containerRepository(self, _obj: Any, args: dict[str, Any]) -> sqlite3.Row | None:
@@ -726,10 +727,10 @@ class GraphQL:
         params: list[Any] = []
         if args.get("ids") is not None:
             ids = [parse_gid(v, "Project") for v in args["ids"]]
-            where.append(f"q.id IN ({','.join('?' * len(ids))})" if ids else "0")
+            where.append(f"q.id IN ({','.join('?' * len(ids))})" if ids else "1 = 0")
             params.extend(ids)
         if args.get("search"):
-            where.append("q.full_path LIKE ?")
+            where.append("LOWER(q.full_path) LIKE LOWER(?)")
             params.append(f"%{args['search']}%")
         sort = args.get("sort")
         descending = str(sort.name if isinstance(sort, Enum) else sort or "id_desc").lower().endswith("desc")
@@ -793,7 +794,7 @@ class GraphQL:
     @staticmethod
     def name_filter(where: list[str], params: list[Any], args: dict[str, Any]) -> tuple[list[str], list[Any]]:
         if args.get("name"):
-            return [*where, "q.name LIKE ?"], [*params, f"%{args['name']}%"]
+            return [*where, "LOWER(q.name) LIKE LOWER(?)"], [*params, f"%{args['name']}%"]
         return where, params
 
     def r_Project_containerExpirationPolicy(self, obj: sqlite3.Row, _args: dict[str, Any]) -> Any:
@@ -817,7 +818,7 @@ class GraphQL:
         return str(obj["path"])
 
     def r_Group_containerRepositoriesCount(self, obj: sqlite3.Row, _args: dict[str, Any]) -> int:
-        sql = "SELECT COUNT(*) AS n FROM (" + group_repositories_sql() + ")"  # noqa: S608
+        sql = "SELECT COUNT(*) AS n FROM (" + group_repositories_sql() + ") counted"  # noqa: S608
         return int(self.conn.execute(sql, (obj["id"],)).fetchone()["n"])
 
     def r_Group_containerRepositories(self, obj: sqlite3.Row, args: dict[str, Any]) -> dict[str, Any]:
@@ -1122,7 +1123,7 @@ class Rest:
     def paginate(self, sql: str, params: tuple[Any, ...], order: str,
                  render: Callable[[sqlite3.Row], dict[str, Any]]) -> Answer:
         page, per_page = page_params(self.query)
-        total = int(self.conn.execute(f"SELECT COUNT(*) AS n FROM ({sql})", params).fetchone()["n"])  # noqa: S608
+        total = int(self.conn.execute(f"SELECT COUNT(*) AS n FROM ({sql}) counted", params).fetchone()["n"])  # noqa: S608
         info = Page(page, per_page, total)
         rows = self.conn.execute(f"{sql} ORDER BY {order} LIMIT ? OFFSET ?",
                                  (*params, per_page, info.offset)).fetchall()
@@ -1136,7 +1137,7 @@ class Rest:
         return f"{column} {direction}, {allowed['id']} {direction}"
 
     def current_user(self) -> dict[str, Any]:
-        row = self.conn.execute("SELECT id, username FROM users WHERE admin = 1 ORDER BY id LIMIT 1").fetchone()
+        row = self.conn.execute("SELECT id, username FROM users WHERE admin ORDER BY id LIMIT 1").fetchone()
         uid, username = (row["id"], row["username"]) if row else (1, "root")
         return {"id": uid, "username": username, "name": username, "state": "active", "locked": False,
                 "avatar_url": None, "web_url": f"{self.e.base_url}/{username}", "is_admin": True,
@@ -1157,11 +1158,11 @@ class Rest:
         where: list[str] = ["1 = 1"]
         params: list[Any] = []
         if self.query.get("search"):
-            where.append("r.path LIKE ?")
+            where.append("LOWER(r.path) LIKE LOWER(?)")
             params.append(f"%{self.query['search']}%")
         if "archived" in self.query:
             where.append("p.archived = ?")
-            params.append(int(truthy(self.query["archived"])))
+            params.append(bool(truthy(self.query["archived"])))
         sql = PROJECT_SQL + " WHERE " + " AND ".join(where)
         render: Callable[[sqlite3.Row], dict[str, Any]] = lambda r: self.e.project(r, simple=simple)  # noqa: E731
         if self.query.get("pagination") == "keyset":
@@ -1208,7 +1209,7 @@ class Rest:
             self.conn.execute(
                 "INSERT INTO container_expiration_policies(project_id, created_at, updated_at, enabled) "
                 "VALUES (?, ?, ?, ?) ON CONFLICT(project_id) DO UPDATE SET enabled = excluded.enabled, "
-                "updated_at = excluded.updated_at", (project["id"], now, now, int(truthy(enabled))))
+                "updated_at = excluded.updated_at", (project["id"], now, now, bool(truthy(enabled))))
         return Answer(200, self.e.project(project, policy=self.policy_row(str(project["id"]))))
 
     def project_repositories(self, ref: str) -> Answer:
@@ -1248,7 +1249,7 @@ class Rest:
         if truthy(self.query.get("top_level_only")):
             where.append("n.parent_id IS NULL")
         if self.query.get("search"):
-            where.append("r.path LIKE ?")
+            where.append("LOWER(r.path) LIKE LOWER(?)")
             params.append(f"%{self.query['search']}%")
         sql = GROUP_SQL + "".join(f" AND {w}" for w in where)
         order = self.order({"id": "n.id", "name": "n.name", "path": "n.path"}, "name", "asc")

@@ -116,12 +116,22 @@ def make_certificate(directory: Path) -> tuple[str, str]:
     return str(cert), str(key)
 
 
+def make_registry_key(path: Path) -> None:
+    """An RSA key like Omnibus's gitlab-registry.key (mode 0600); kept if it exists."""
+    if path.exists():
+        return
+    if shutil.which("openssl") is None:
+        raise LabError("openssl not found on PATH (needed for the registry signing key)")
+    subprocess.run(["openssl", "genrsa", "-out", str(path), "2048"], check=True, capture_output=True, timeout=60)
+    path.chmod(0o600)
+
+
 class Lab:
     """A lab directory: gitlab.sqlite3, registry/, logs, bin/gitlab-rails and lab.json."""
 
     def __init__(self, directory: Path | str | None = None, version: str = DEFAULT_VERSION,
                  time_scale: float = DEFAULT_TIME_SCALE, worker_slow: float = 0.0, api_latency: float = 0.0,
-                 seed: bool = True, tls: bool = False) -> None:
+                 seed: bool = True, tls: bool = False, database: str | None = None) -> None:
         if not VERSION_RE.match(version):
             raise UsageError(f"not a GitLab version: {version!r} (expected e.g. 17.3.5)")
         self.dir = Path(directory or default_dir()).expanduser().resolve()
@@ -131,6 +141,8 @@ class Lab:
         self.api_latency = api_latency
         self.seed = seed
         self.tls = tls
+        # None: the embedded SQLite file; a postgresql:// DSN: that (empty) PostgreSQL database, GitLab's.
+        self.database_url = database if database and schema.is_postgres(database) else None
         self.registry: RegistryProcess | None = None
         self.api: GitLabApiServer | None = None
         self.worker: DeletionWorker | None = None
@@ -141,6 +153,16 @@ class Lab:
     @property
     def db_path(self) -> Path:
         return self.dir / "gitlab.sqlite3"
+
+    @property
+    def database(self) -> str:
+        """What schema.connect() takes: the PostgreSQL DSN, else the SQLite file."""
+        return self.database_url or str(self.db_path)
+
+    @property
+    def registry_key(self) -> Path:
+        """The JWT signing key (gitlab_rails['registry_key_path']); full_access_token reads it."""
+        return self.dir / "registry.key"
 
     @property
     def state_path(self) -> Path:
@@ -191,6 +213,8 @@ class Lab:
         lab.time_scale = float(state.get("time_scale", DEFAULT_TIME_SCALE))
         lab.worker_slow = float(state.get("worker_slow", 0.0))
         lab.api_latency = float(state.get("api_latency", 0.0))
+        url = state.get("database_url")
+        lab.database_url = str(url) if url else None
         return lab
 
     # --- lifecycle ----------------------------------------------------------------------------------
@@ -208,21 +232,29 @@ class Lab:
             raise LabError("ruby not found on PATH (apt install ruby ruby-activerecord ruby-sqlite3)")
         self.dir.mkdir(parents=True, exist_ok=True)
         previous = self.state()
-        if previous.get("version") and previous["version"] != self.version and self.db_path.exists():
+        if previous.get("version") and previous["version"] != self.version and self._has_database():
             raise LabError(f"{self.dir} holds a GitLab {previous['version']} lab; use another --dir or "
                            "`glcleanup lab down --purge` first")
-        fresh = not self.db_path.exists()
+        fresh = not self._has_database()
         try:
             cert = make_certificate(self.dir / "tls") if self.tls else None
             self.registry = RegistryProcess(self.dir / "registry", log_path=self.registry_log, tls=cert).start()
-            schema.create(self.db_path, self.version, self.registry.url)
+            url_file = self.dir / "database.url"
+            if self.database_url:
+                url_file.write_text(self.database_url + "\n")
+            else:
+                url_file.unlink(missing_ok=True)
+            schema.create(self.database, self.version, self.registry.url)
             self.set_registry_api_url(self.registry.url)
             self._set_setting("registry_ca_file", cert[0] if cert else "")
+            make_registry_key(self.registry_key)
+            self._set_setting("registry_key", str(self.registry_key))
             if fresh and self.seed:
-                self.demo = seed_demo(self.db_path, self.registry.url, verify=cert[0] if cert else True)
+                self.demo = seed_demo(self.database, self.registry.url, verify=cert[0] if cert else True)
             self._write_wrapper(ruby)
             state = {
-                "dir": str(self.dir), "version": self.version, "db": str(self.db_path),
+                "dir": str(self.dir), "version": self.version, "db": self.database,
+                "database_url": self.database_url,
                 "token": previous.get("token") or "glpat-lab-" + secrets.token_urlsafe(18),
                 "api_port": free_port(), "time_scale": self.time_scale, "worker_slow": self.worker_slow,
                 "api_latency": self.api_latency, "registry_url": self.registry.url,
@@ -262,11 +294,11 @@ class Lab:
     def _start_in_process(self, state: dict[str, Any]) -> None:
         from glcleanup.lab.api import GitLabApiServer
 
-        self.api = GitLabApiServer(str(self.db_path), token=state["token"], latency=self.api_latency,
+        self.api = GitLabApiServer(self.database, token=state["token"], latency=self.api_latency,
                                    host="127.0.0.1", port=int(state["api_port"]))
         self.api.start()
         state["gitlab_url"] = self.api.url
-        self.worker = DeletionWorker(self.db_path, time_scale=self.time_scale, slow=self.worker_slow,
+        self.worker = DeletionWorker(self.database, time_scale=self.time_scale, slow=self.worker_slow,
                                      log_path=self.worker_log).start()
 
     def _write_wrapper(self, ruby: str) -> None:
@@ -369,15 +401,20 @@ class Lab:
         if ca_file is not None:
             self._set_setting("registry_ca_file", ca_file)
 
+    def _has_database(self) -> bool:
+        if self.database_url:
+            return bool(self.state().get("database_url") == self.database_url)
+        return self.db_path.exists()
+
     def _set_setting(self, key: str, value: str) -> None:
-        conn = schema.connect(self.db_path)
+        conn = schema.connect(self.database)
         try:
             schema.set_setting(conn, key, value)
         finally:
             conn.close()
 
     def registry_api_url(self) -> str:
-        conn = schema.connect(self.db_path)
+        conn = schema.connect(self.database)
         try:
             return schema.setting(conn, "registry_api_url") or ""
         finally:
@@ -396,7 +433,7 @@ class Lab:
 
     def repositories(self) -> list[dict[str, Any]]:
         """Every container repository with its project path and status name (for status/demo)."""
-        conn = schema.connect(self.db_path)
+        conn = schema.connect(self.database)
         try:
             rows = conn.execute(
                 "SELECT c.*, r.path AS project FROM container_repositories c LEFT JOIN routes r "
@@ -418,7 +455,7 @@ class Lab:
         registry_alive = pid_matches(state.get("registry_pid"), registry_marker)
         counts: dict[str, int] = {}
         images = []
-        if self.db_path.exists():
+        if self._has_database():
             for repo in self.repositories():
                 key = repo["status"] or "active"
                 counts[key] = counts.get(key, 0) + 1
@@ -431,7 +468,7 @@ class Lab:
             "gitlab": {"url": state.get("gitlab_url"), "pid": state.get("gitlab_pid"), "running": gitlab_alive},
             "registry": {"url": state.get("registry_url"), "pid": state.get("registry_pid"),
                          "running": registry_alive, "log": state.get("registry_log"),
-                         "api_url": self.registry_api_url() if self.db_path.exists() else None},
+                         "api_url": self.registry_api_url() if self._has_database() else None},
             "runner": state.get("runner"),
             "repositories": counts,
             "images": images,

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 SCHEDULED, UNFINISHED, ONGOING, UNSCHEDULED = 1, 2, 3, 0
 _WAITING = f"""
 FROM container_repositories c JOIN container_expiration_policies p ON p.project_id = c.project_id
-WHERE p.enabled = 1 AND c.expiration_policy_cleanup_status IN ({SCHEDULED}, {UNFINISHED})"""
+WHERE p.enabled AND c.expiration_policy_cleanup_status IN ({SCHEDULED}, {UNFINISHED})"""
 
 
 def remaining_work_count(conn: sqlite3.Connection) -> int:

@@ -48,8 +48,8 @@ def route_path(conn: sqlite3.Connection, source_type: str, source_id: int) -> st
 
 
 def namespace_id(conn: sqlite3.Connection, full_path: str) -> int | None:
-    row = conn.execute("SELECT source_id FROM routes WHERE source_type = 'Namespace' AND path = ? "
-                       "COLLATE NOCASE", (full_path,)).fetchone()
+    row = conn.execute("SELECT source_id FROM routes WHERE source_type = 'Namespace' AND LOWER(path) = LOWER(?)",
+                       (full_path,)).fetchone()
     return int(row["source_id"]) if row else None
 
 
@@ -59,8 +59,8 @@ def create_group(conn: sqlite3.Connection, path: str, name: str | None = None,
     now = schema.now_db()
     cur = conn.execute(
         "INSERT INTO namespaces(name, path, type, parent_id, created_at, updated_at) "
-        "VALUES (?, ?, 'Group', ?, ?, ?)", (name or path, path, parent_id, now, now))
-    gid = int(cur.lastrowid or 0)
+        "VALUES (?, ?, 'Group', ?, ?, ?) RETURNING id", (name or path, path, parent_id, now, now))
+    gid = int(cur.fetchone()[0])
     full = f"{route_path(conn, 'Namespace', parent_id)}/{path}" if parent_id else path
     _route(conn, "Namespace", gid, full, name or path)
     return gid
@@ -82,11 +82,11 @@ def ensure_group(conn: sqlite3.Connection, full_path: str) -> int:
 def create_user(conn: sqlite3.Connection, username: str, admin: bool = False) -> int:
     """A user and its personal namespace (type 'User'); returns the namespace id."""
     now = schema.now_db()
-    conn.execute("INSERT INTO users(username, admin) VALUES (?, ?)", (username, int(admin)))
+    conn.execute("INSERT INTO users(username, admin) VALUES (?, ?)", (username, bool(admin)))
     cur = conn.execute(
         "INSERT INTO namespaces(name, path, type, parent_id, created_at, updated_at) "
-        "VALUES (?, ?, 'User', NULL, ?, ?)", (username, username, now, now))
-    nid = int(cur.lastrowid or 0)
+        "VALUES (?, ?, 'User', NULL, ?, ?) RETURNING id", (username, username, now, now))
+    nid = int(cur.fetchone()[0])
     _route(conn, "Namespace", nid, username, username)
     return nid
 
@@ -94,9 +94,9 @@ def create_user(conn: sqlite3.Connection, username: str, admin: bool = False) ->
 def create_project(conn: sqlite3.Connection, namespace: int, path: str, name: str | None = None) -> int:
     now = schema.now_db()
     cur = conn.execute(
-        "INSERT INTO projects(name, path, namespace_id, created_at, updated_at) VALUES (?, ?, ?, ?, ?)",
+        "INSERT INTO projects(name, path, namespace_id, created_at, updated_at) VALUES (?, ?, ?, ?, ?) RETURNING id",
         (name or path, path, namespace, now, now))
-    pid = int(cur.lastrowid or 0)
+    pid = int(cur.fetchone()[0])
     _route(conn, "Project", pid, f"{route_path(conn, 'Namespace', namespace)}/{path}", name or path)
     return pid
 
@@ -106,10 +106,10 @@ def create_repository(conn: sqlite3.Connection, project_id: int, name: str = "",
     now = schema.now_db()
     cur = conn.execute(
         "INSERT INTO container_repositories(project_id, name, created_at, updated_at, status, "
-        "status_updated_at, expiration_policy_cleanup_status) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        "status_updated_at, expiration_policy_cleanup_status) VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
         (project_id, name, now, now, schema.STATUS[status] if status else None, now if status else None,
          schema.CLEANUP_STATUS[cleanup_status]))
-    return int(cur.lastrowid or 0)
+    return int(cur.fetchone()[0])
 
 
 def repository_path(conn: sqlite3.Connection, repository_id: int) -> str:
@@ -125,9 +125,12 @@ def create_policy(conn: sqlite3.Connection, project_id: int, enabled: bool = Tru
                   name_regex: str | None = ".*") -> None:
     now = schema.now_db()
     conn.execute(
-        "INSERT OR REPLACE INTO container_expiration_policies(project_id, created_at, updated_at, "
-        "next_run_at, name_regex, cadence, older_than, keep_n, enabled) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (project_id, now, now, now, name_regex, cadence, older_than, keep_n, int(enabled)))
+        "INSERT INTO container_expiration_policies(project_id, created_at, updated_at, "
+        "next_run_at, name_regex, cadence, older_than, keep_n, enabled) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+        "ON CONFLICT(project_id) DO UPDATE SET updated_at = excluded.updated_at, next_run_at = excluded.next_run_at, "
+        "name_regex = excluded.name_regex, cadence = excluded.cadence, older_than = excluded.older_than, "
+        "keep_n = excluded.keep_n, enabled = excluded.enabled",
+        (project_id, now, now, now, name_regex, cadence, older_than, keep_n, bool(enabled)))
 
 
 def set_feature(conn: sqlite3.Connection, name: str, enabled: bool = True) -> None:

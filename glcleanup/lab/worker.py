@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import random
 import sqlite3
 import threading
 import time
@@ -32,7 +33,17 @@ STALE_DELETE_MINUTES = 30        # ContainerRegistry::CleanupWorker::STALE_DELET
 MAX_CAPACITY = 2                 # DeleteContainerRepositoryWorker::MAX_CAPACITY
 RETRY_FLAG = "set_delete_failed_container_repository"
 MT_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+MT_OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 MT_CONFIG = "application/vnd.docker.container.image.v1+json"
+# lib/container_registry/base_client.rb: ACCEPTED_TYPES on every ContainerRegistry::Client call (Faraday
+# joins the array with ", "); gitlab_api_client.rb: JSON_TYPE on /gitlab/v1/ calls.
+ACCEPT_V2 = f"{MT_MANIFEST}, {MT_OCI_MANIFEST}"
+ACCEPT_GITLAB_API = "application/json"
+TAGS_PAGE_SIZE = 10000           # ContainerRegistry::Client::DEFAULT_TAGS_PAGE_SIZE (tags/list?n=)
+MAX_LIST_SIZE = 200              # application setting container_registry_cleanup_tags_service_max_list_size
+# Client#generate_empty_manifest: Gitlab::Json.pretty_generate({config: {}}) as Ruby's json 2.6 prints it
+# (an empty object as "{\n  }"): the 21-byte dummy config blob.
+DUMMY_CONFIG = b'{\n  "config": {\n  }\n}'
 WORKER_CLASS = "ContainerRegistry::DeleteContainerRepositoryWorker"
 POLICY_WORKER_CLASS = "ContainerExpirationPolicies::CleanupContainerRepositoryWorker"
 
@@ -53,6 +64,7 @@ class PassRecord:
     service: str = ""                     # gitlab | third_party (cleanup tags service)
     delete_path: str = ""                 # tag_delete | third_party (delete tags service)
     tags: list[str] = field(default_factory=list)
+    truncated: int = 0                    # tags listed when the third-party list limit cut the pass short
     message: str = ""
     requests: list[str] = field(default_factory=list)   # "METHOD /path -> status"
     started_at: float = 0.0
@@ -79,13 +91,15 @@ class RegistryCalls:
     """The HTTP side of one pass: GitLab's registry clients, recording every request."""
 
     def __init__(self, base: str, version: str, token: str, record: PassRecord, verify: bool | str,
-                 timeout: float) -> None:
+                 timeout: float, conn: sqlite3.Connection | None = None) -> None:
+        self.conn = conn
         self.base = base.rstrip("/")
         self.record = record
         self.verify = verify
         self.timeout = timeout
         self.session = requests.Session()
-        self.session.headers.update({"User-Agent": f"GitLab/{version}", "Authorization": f"Bearer {token}"})
+        self.session.headers.update({"User-Agent": f"GitLab/{version}", "Authorization": f"Bearer {token}",
+                                     "Accept": ACCEPT_V2})
 
     def close(self) -> None:
         self.session.close()
@@ -100,7 +114,7 @@ class RegistryCalls:
 
     # --- lib/container_registry/gitlab_api_client.rb / client.rb -------------------------------
     def supports_gitlab_api(self) -> bool:
-        status = self.call("GET", "/gitlab/v1/").status_code
+        status = self.call("GET", "/gitlab/v1/", headers={"Accept": ACCEPT_GITLAB_API}).status_code
         return 200 <= status < 300 or status == 401
 
     def supports_tag_delete(self, probe: str) -> bool:
@@ -116,11 +130,12 @@ class RegistryCalls:
             return None
 
     def v2_tags(self, path: str) -> list[str]:
-        body = self._json(self.call("GET", f"/v2/{path}/tags/list"))
+        body = self._json(self.call("GET", f"/v2/{path}/tags/list?n={TAGS_PAGE_SIZE}"))
         return [str(t) for t in (body or {}).get("tags") or []] if isinstance(body, dict) else []
 
     def gitlab_tags(self, path: str) -> list[str]:
-        body = self._json(self.call("GET", f"/gitlab/v1/repositories/{path}/tags/list/"))
+        body = self._json(self.call("GET", f"/gitlab/v1/repositories/{path}/tags/list/",
+                                    headers={"Accept": ACCEPT_GITLAB_API}))
         if isinstance(body, list):
             return [str(t["name"]) for t in body if isinstance(t, dict) and "name" in t]
         return []
@@ -269,7 +284,7 @@ class DeletionWorker:
 
     def remaining_work_count(self, conn: sqlite3.Connection) -> int:
         row = conn.execute("SELECT COUNT(*) FROM (SELECT 1 FROM container_repositories WHERE status = 0 "
-                           "LIMIT ?)", (self.slots + 1,)).fetchone()
+                           "LIMIT ?) pending", (self.slots + 1,)).fetchone()
         return int(row[0])
 
     def claim(self, conn: sqlite3.Connection, version: str) -> sqlite3.Row | None:
@@ -279,9 +294,11 @@ class DeletionWorker:
         gate = " AND (next_delete_attempt_at IS NULL OR next_delete_attempt_at <= ?)" if retry_cols else ""
         conn.execute("BEGIN IMMEDIATE")
         try:
+            # Packages::Destructible#next_pending_destruction: pending_destruction.limit(1)
+            # .lock('FOR UPDATE SKIP LOCKED'): a row a script holds locked is stepped around, not waited for.
             row: sqlite3.Row | None = conn.execute(
-                f"SELECT * FROM container_repositories WHERE status = 0{gate} LIMIT 1",  # noqa: S608
-                (now,) if retry_cols else ()).fetchone()
+                f"SELECT * FROM container_repositories WHERE status = 0{gate} LIMIT 1"  # noqa: S608
+                + schema.skip_locked(conn), (now,) if retry_cols else ()).fetchone()
             if row is not None:
                 extra = ", next_delete_attempt_at = NULL" if retry_cols else ""
                 conn.execute(f"UPDATE container_repositories SET status = 2, delete_started_at = ?, "  # noqa: S608
@@ -301,7 +318,7 @@ class DeletionWorker:
         record = PassRecord(int(row["id"]), path, version, started_at=time.time())
         base = schema.setting(conn, "registry_api_url") or "http://127.0.0.1:5000"
         verify: bool | str = schema.setting(conn, "registry_ca_file") or True
-        calls = RegistryCalls(base, version, self.token, record, verify, self.request_timeout)
+        calls = RegistryCalls(base, version, self.token, record, verify, self.request_timeout, conn)
         try:
             remaining = self.cleanup_tags(calls, path, version)
             failed = remaining != 0
@@ -321,6 +338,12 @@ class DeletionWorker:
         self._log(record)
         return record
 
+    @staticmethod
+    def max_list_size(conn: sqlite3.Connection) -> int:
+        """container_registry_cleanup_tags_service_max_list_size (0: no limit), default 200."""
+        value = schema.setting(conn, "cleanup_tags_service_max_list_size")
+        return int(value) if value not in (None, "") else MAX_LIST_SIZE
+
     # --- Projects::ContainerRepository::CleanupTagsService + DeleteTagsService -----------------
     def cleanup_tags(self, calls: RegistryCalls, path: str, version: str) -> int:
         """Delete every tag; return tags_count as the worker sees it (from the memoized listing)."""
@@ -331,8 +354,18 @@ class DeletionWorker:
             calls.record.service = "third_party"
             tags = calls.v2_tags(path)
         calls.record.tags = tags
-        if tags:
-            self.delete_tags(calls, path, tags, version)
+        doomed = tags
+        if calls.record.service == "third_party":
+            # ThirdParty::CleanupTagsService#truncate: at most max_list_size (+ keep_n, 0 here) tags, a random
+            # sample, and a truncated run ends :error although it deleted them (the next pass takes the rest).
+            limit = self.max_list_size(calls.conn) if calls.conn is not None else MAX_LIST_SIZE
+            if limit and len(tags) > limit:
+                doomed = random.sample(tags, limit)
+                calls.record.truncated = len(tags)
+        if doomed:
+            self.delete_tags(calls, path, doomed, version)
+        if calls.record.truncated:
+            raise TagDeleteError(f"truncated: {len(doomed)} of {calls.record.truncated} tags this pass")
         # tags_count reads the manifest memoized during this run (internals §2): with tags it is
         # still non-zero after a successful delete, so the next pass is the one that destroys.
         return len(calls.v2_tags(path)) if calls.record.service == "gitlab" else len(tags)
@@ -352,12 +385,13 @@ class DeletionWorker:
 
     def _third_party_delete(self, calls: RegistryCalls, path: str, tags: list[str]) -> None:
         """Upload a dummy config, PUT a dummy manifest over every tag, DELETE that one digest."""
-        config = json.dumps({"config": {}}, indent=2).encode()
+        config = DUMMY_CONFIG
         config_digest = calls.upload_blob(path, config)
+        # put_tag: Gitlab::Json.pretty_generate(manifest), no "layers" key; json.dumps(indent=2) prints a
+        # non-empty object exactly as Ruby's pretty_generate does.
         manifest = json.dumps({
             "schemaVersion": 2, "mediaType": MT_MANIFEST,
             "config": {"mediaType": MT_CONFIG, "size": len(config), "digest": config_digest},
-            "layers": [],
         }, indent=2).encode()
         digests: dict[str, str] = {}
         for tag in tags:

@@ -41,13 +41,26 @@ module Glcleanup
     $stdout.flush
   end
 
+  # "Class: first line of the message": PostgreSQL errors carry CONTEXT/DETAIL lines after the first.
+  def self.one_line(error)
+    first = error.message.to_s.lines.map(&:strip).reject(&:empty?).first
+    "#{error.class}: #{first}"
+  end
+
   def self.refuse!(kind, message)
     raise Refusal.new(kind, message)
   end
 
   # Runs the script body with the parameters; any exception becomes an error document and exit 1.
+  # The body runs uncached (on Rails >= 7.1 `rails runner` keeps the query cache on for the whole script,
+  # so a repeated SELECT would return its first answer) and stuck to the primary (with database load
+  # balancing a read outside a transaction may go to a replica that is seconds behind).
   def self.main
-    emit({ "ok" => true, "result" => yield(params) })
+    result = ActiveRecord::Base.uncached do
+      stick_to_primary!
+      yield(params)
+    end
+    emit({ "ok" => true, "result" => result })
   rescue Refusal => e
     emit({ "ok" => false, "error" => { "kind" => e.kind, "class" => e.class.name, "message" => e.message } })
     exit 1
@@ -55,6 +68,57 @@ module Glcleanup
     emit({ "ok" => false, "error" => { "kind" => "exception", "class" => e.class.name, "message" => e.message,
                                        "backtrace" => Array(e.backtrace).first(8) } })
     exit 1
+  end
+
+  # GitLab's own way to keep a session's reads on the primary: SessionMap.with_sessions(models).use_primary!
+  # on newer releases, Session.current.use_primary! on older ones (lib/gitlab/database/load_balancing/).
+  def self.stick_to_primary!
+    return "none" unless defined?(::Gitlab::Database::LoadBalancing)
+
+    balancing = ::Gitlab::Database::LoadBalancing
+    if defined?(balancing::SessionMap) && balancing::SessionMap.respond_to?(:with_sessions)
+      balancing::SessionMap.with_sessions.use_primary!
+      "session_map"
+    elsif defined?(balancing::Session) && balancing::Session.respond_to?(:current)
+      balancing::Session.current.use_primary!
+      "session"
+    else
+      "none"
+    end
+  end
+
+  # Integers from the model's enum, never names mixed with integers; an unknown name is refused.
+  def self.enum_values(mapping, names)
+    Array(names).map do |name|
+      mapping.fetch(name.to_s) { refuse!("refused", "unknown state #{name.to_s[0, 40].inspect}") }
+    end
+  end
+
+  def self.status_values(*names)
+    enum_values(ContainerRepository.statuses, names.flatten)
+  end
+
+  def self.cleanup_values(*names)
+    enum_values(ContainerRepository.expiration_policy_cleanup_statuses, names.flatten)
+  end
+
+  # Where users pull the repository from, without ContainerRepository#location: that goes through
+  # #registry, which mints a full-access token from the registry's signing key (absent on many hosts,
+  # or with the registry disabled). nil when the registry settings have no host_port.
+  def self.location(repo)
+    host_port = begin
+      Gitlab.config.registry.host_port
+    rescue StandardError
+      nil
+    end
+    host_port.to_s.empty? ? nil : File.join(host_port.to_s, repo.path.to_s)
+  end
+
+  # EE's Gitlab::Geo.primary? (ee/lib/gitlab/geo.rb); CE has no Gitlab::Geo.
+  def self.geo_primary?
+    return false unless defined?(::Gitlab::Geo) && ::Gitlab::Geo.respond_to?(:primary?)
+
+    ::Gitlab::Geo.primary? ? true : false
   end
 
   # Values as the database holds them (timestamps at full precision), for journals and reports.

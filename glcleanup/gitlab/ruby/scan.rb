@@ -34,8 +34,10 @@ Glcleanup.main do |params|
   end
 
   facts = Glcleanup.facts
-  deleting = scope.where(status: facts.fetch("deletion_states")).order(:id).to_a
-  cleaning = scope.where(expiration_policy_cleanup_status: facts.fetch("cleanup_looping_states")).order(:id).to_a
+  deleting = scope.where(status: Glcleanup.status_values(facts.fetch("deletion_states"))).order(:id).to_a
+  cleaning = scope.where(expiration_policy_cleanup_status: Glcleanup.cleanup_values(
+    facts.fetch("cleanup_looping_states")
+  )).order(:id).to_a
 
   {
     "gitlab_version" => Gitlab::VERSION,

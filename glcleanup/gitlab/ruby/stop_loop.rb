@@ -24,7 +24,7 @@ module StopLoop
 
   def describe(repo, action, from, to)
     { "id" => repo.id, "path" => repo.path.to_s, "name" => repo.name, "action" => action,
-      "from" => from, "to" => to }.merge(Glcleanup.deletion_state(repo)).merge("location" => repo.location)
+      "from" => from, "to" => to }.merge(Glcleanup.deletion_state(repo)).merge("location" => Glcleanup.location(repo))
   end
 
   # GitLab's own "parked" state: what 17.6's worker does after 10 failures. Enum names, never integers.
@@ -32,7 +32,8 @@ module StopLoop
     if repo.respond_to?(:set_delete_failed_status)
       repo.set_delete_failed_status
     else
-      repo.update_columns(status: :delete_failed, delete_started_at: nil, status_updated_at: Time.current)
+      repo.update_columns(status: Glcleanup.status_values("delete_failed").first, delete_started_at: nil,
+                          status_updated_at: Time.current)
     end
     max = max_failures
     return unless max && repo.has_attribute?(:failed_deletion_count)
@@ -61,6 +62,11 @@ end
 Glcleanup.main do |params|
   mode = params["mode"].to_s
   Glcleanup.refuse!("refused", "mode must be done or failed, got #{mode.inspect}") unless %w[done failed].include?(mode)
+  if mode == "done" && Glcleanup.geo_primary?
+    Glcleanup.refuse!("refused", "this GitLab is a Geo primary: --mode done removes the rows and every Geo secondary " \
+                                 "then deletes its copies, which undo cannot bring back; use --mode failed " \
+                                 "(parks the rows, undo restores them); nothing was changed")
+  end
   path = params["project"].to_s
   project = Project.find_by_full_path(path)
   Glcleanup.refuse!("not_found", "project not found: #{path}") if project.nil?
@@ -113,11 +119,14 @@ Glcleanup.main do |params|
 
   # --- journal + apply: one transaction; the journal line goes out before the first write ---------------
   reset_ids = resets.map(&:id)
+  unscheduled = Glcleanup.cleanup_values("cleanup_unscheduled").first
   touched_policy = disable_policy && policy_on
   changed = []
   begin
     ApplicationRecord.transaction do
-      fresh = ContainerRepository.where(id: (target_ids + reset_ids).uniq).order(:id).to_a
+      # FOR UPDATE: a worker's claim (FOR UPDATE SKIP LOCKED) steps around these rows until we commit, and
+      # the journal records the rows as they are under the lock, not as they were when planned.
+      fresh = ContainerRepository.where(id: (target_ids + reset_ids).uniq).order(:id).lock.to_a
       live_targets = fresh.select { |r| target_ids.include?(r.id) && LOOPING.include?(r.status) }
       live_resets = fresh.select { |r| reset_ids.include?(r.id) && CLEANUP_LOOPING.include?(r.expiration_policy_cleanup_status) }
       changes = live_targets.map { |r| { "id" => r.id, "action" => target_action, "path" => r.path.to_s } }
@@ -134,12 +143,12 @@ Glcleanup.main do |params|
       Rails.logger.info("glcleanup stop-loop journal: #{JSON.generate(journal)}")
       Glcleanup.event({ "journal" => journal }) # raises if stdout is gone: the transaction rolls back
       live_targets.each { |r| mode == "done" ? r.destroy! : StopLoop.park(r) }
-      live_resets.each { |r| r.update_columns(expiration_policy_cleanup_status: :cleanup_unscheduled) }
+      live_resets.each { |r| r.update_columns(expiration_policy_cleanup_status: unscheduled) }
       policy.update_columns(enabled: false) if touched_policy
       changed = changes
     end
   rescue StandardError => e
-    result["error"] = "#{e.class}: #{e.message}"
+    result["error"] = Glcleanup.one_line(e)
     result["rolled_back"] = true
     next result
   end
@@ -168,7 +177,7 @@ Glcleanup.main do |params|
     loop do
       back_rows = []
       ApplicationRecord.transaction do
-        current = ContainerRepository.where(id: (park_ids + destroy_ids + watch_reset).uniq).order(:id).to_a
+        current = ContainerRepository.where(id: (park_ids + destroy_ids + watch_reset).uniq).order(:id).lock.to_a
         back = current.select { |r| (park_ids + destroy_ids).include?(r.id) && LOOPING.include?(r.status) }
         back_cleanup = current.select do |r|
           watch_reset.include?(r.id) && CLEANUP_LOOPING.include?(r.expiration_policy_cleanup_status)
@@ -177,7 +186,7 @@ Glcleanup.main do |params|
                                                       "cleanup" => r.expiration_policy_cleanup_status } }
         fixable = back.select { |r| park_ids.include?(r.id) }
         fixable.each { |r| StopLoop.park(r) }
-        back_cleanup.each { |r| r.update_columns(expiration_policy_cleanup_status: :cleanup_unscheduled) }
+        back_cleanup.each { |r| r.update_columns(expiration_policy_cleanup_status: unscheduled) }
         unless fixable.empty? && back_cleanup.empty?
           result["reapplied"] << { "round" => rounds, "at" => Glcleanup.time(Time.current), "rows" => back_rows }
         end
@@ -200,7 +209,7 @@ Glcleanup.main do |params|
       sleep([poll, [settle - (now - last_change), 0.01].max].min)
     end
   rescue StandardError => e
-    result["verify_error"] = "#{e.class}: #{e.message}"
+    result["verify_error"] = Glcleanup.one_line(e)
   end
   result["verified"] = verified
   result["rounds"] = rounds

@@ -220,8 +220,24 @@ Glcleanup.main do |params|
 
   recreate = actions.select { |_id, acts| acts.include?("destroy") }.keys
   ApplicationRecord.transaction do
-    ContainerRepository.insert_all(recreate.map { |id| rows[id] }) unless recreate.empty?
-    (actions.keys - recreate).each { |id| ContainerRepository.find(id).update_columns(rows[id].except("id")) }
+    # insert_all is INSERT ... ON CONFLICT DO NOTHING: a row that conflicts (a repository re-created under the
+    # same name meanwhile) is skipped without an error. All or nothing: count what is there, else roll back.
+    unless recreate.empty?
+      ContainerRepository.insert_all(recreate.map { |id| rows[id] })
+      present = ContainerRepository.where(id: recreate).count
+      if present != recreate.size
+        Glcleanup.refuse!("refused", "undo re-created #{present} of #{recreate.size} removed repositories (a " \
+                                     "conflicting row appeared meanwhile); rolled back, nothing was changed")
+      end
+    end
+    (actions.keys - recreate).each do |id|
+      current = ContainerRepository.lock.find_by(id: id) # as checked above, now under a row lock
+      expected = after&.[](id)
+      if current.nil? || (expected && !Undo.diff(Glcleanup.raw_row(current), expected).empty?)
+        Glcleanup.refuse!("refused", "container repository #{id} changed while undo ran; rolled back, nothing was changed")
+      end
+      current.update_columns(rows[id].except("id"))
+    end
     if policy_raw
       key = ContainerExpirationPolicy.primary_key
       project.container_expiration_policy.update_columns(policy_raw.except(key))
