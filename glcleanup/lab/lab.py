@@ -29,6 +29,7 @@ import requests
 
 from glcleanup.errors import LabError, UsageError
 from glcleanup.lab import schema
+from glcleanup.lab.keys import ensure_registry_key
 from glcleanup.lab.registry import RegistryProcess, free_port, wait_port
 from glcleanup.lab.seed import DemoInstance, seed_demo
 from glcleanup.lab.worker import DeletionWorker
@@ -218,6 +219,7 @@ class Lab:
             schema.create(self.db_path, self.version, self.registry.url)
             self.set_registry_api_url(self.registry.url)
             self._set_setting("registry_ca_file", cert[0] if cert else "")
+            self._set_setting("registry_key_path", str(ensure_registry_key(self.dir)))
             if fresh and self.seed:
                 self.demo = seed_demo(self.db_path, self.registry.url, verify=cert[0] if cert else True)
             self._write_wrapper(ruby)

@@ -252,3 +252,6 @@ class ContainerRepository < ApplicationRecord
     end
   end
 end
+
+# The registry side (client, tags, ThirdParty::DeleteTagsService), in its own file.
+require File.join(__dir__, "container_registry")
