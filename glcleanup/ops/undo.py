@@ -61,6 +61,9 @@ def undo(settings: Settings, journal_path: str | None, apply: bool) -> UndoRepor
     finally:
         runner.host.close()
     report = UndoReport(str(journal.path), result, journal.state)
+    if data.get("mode") == "finish" and report.applied:
+        report.warnings.append("stop-loop --mode finish deleted the tags in the registry: undo restored the "
+                               "GitLab rows only; the journal's `registry` section lists every tag -> digest")
     if result.get("never_applied"):
         report.warnings.append("the journaled change was never committed (every row is as journaled): "
                                "nothing to undo; the journal is marked rolled back")

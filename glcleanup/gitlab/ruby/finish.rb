@@ -176,7 +176,8 @@ Glcleanup.main do |params|
     Finish.tell({ "applied" => { "after" => [] } }) if entry["row"] == "removed"
   end
 
-  result["applied"] = !result["changed"].empty?
+  # Applied: something changed, in the registry (irreversible) or in GitLab (a row removed).
+  result["applied"] = !result["changed"].empty? || result["registry"].any? { |e| e["deleted"].to_i.positive? }
   gone = targets.map(&:id).reject { |id| ContainerRepository.where(id: id).exists? }
   result["final"] = targets.map { |r| { "id" => r.id, "removed" => gone.include?(r.id) } }
   result["verified"] = result["registry"].all? { |e| e["error"].nil? } && gone.size == targets.size
