@@ -110,6 +110,8 @@ class StopLoopReport:
 class _JournalSink:
     """Receives the script's events: writes the journal before Ruby changes anything."""
 
+    command = "stop-loop"  # the journal's command (requeue's sink says "requeue")
+
     def __init__(self, meta: dict[str, Any], project: str,
                  on_progress: finish_mode.FinishProgress | None = None) -> None:
         self.meta = meta
@@ -123,7 +125,7 @@ class _JournalSink:
         if finish_mode.handle_event(self, event, self.on_progress):
             return
         if "journal" in event:
-            journal = Journal.new("stop-loop", self.project, {**self.meta, **event["journal"]})
+            journal = Journal.new(self.command, self.project, {**self.meta, **event["journal"]})
             try:
                 journal.save()
             except JournalError:  # last resort: the rows must not be lost, the CLI prints them
