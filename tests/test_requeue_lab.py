@@ -108,6 +108,10 @@ def test_refused_while_the_registry_would_still_loop(lab: Lab) -> None:
     assert row(lab, rid) == before
     assert boots(lab) == booted  # refused before any runner boot
 
+    scan = CliRunner().invoke(app, ["scan", "--source", "rails", "--project", project, "-o", "json"],
+                              env=lab.settings_env())
+    assert [r["way_out"] for r in json.loads(scan.stdout)["repositories"] if r["id"] == rid] == ["requeue_after_proxy"]
+
 
 def test_requeue_behind_the_proxy_lets_gitlab_finish(lab: Lab) -> None:
     capped = parked_by_gitlabs_cap(lab)

@@ -16,6 +16,7 @@ from glcleanup.gitlab import api as gitlab_api
 from glcleanup.gitlab.rails import runner_from_settings
 from glcleanup.gitlab_facts import LOOPING_STATES
 from glcleanup.logs import analysis as logs
+from glcleanup.ops import way_out
 from glcleanup.settings import Settings
 from glcleanup.transport import open_host
 
@@ -129,6 +130,11 @@ def scan(settings: Settings, request: ScanRequest, progress: gitlab_api.Progress
                 "retries forever; see `glcleanup stop-loop`"
             )
     report.repositories = merge(rows)
+    for repo in report.repositories:  # name the way out per row (ops/way_out.py)
+        way = way_out.way_out(repo)
+        if way:
+            repo["way_out"] = way
+            repo["way_out_command"] = way_out.command(way, repo.get("project"), repo.get("id"))
     if request.registry_logs:
         host = open_host(settings.registry_host or "local", settings.ssh_options)
         try:
