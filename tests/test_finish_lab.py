@@ -204,6 +204,7 @@ class FailingPutProxy:
     def __init__(self, upstream: str, fail_at: int) -> None:
         target = urlsplit(upstream)
         self.puts = 0
+        self.seen: list[tuple[str, str, dict[str, str], bytes]] = []  # method, path, headers, body
         proxy = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -215,6 +216,7 @@ class FailingPutProxy:
             def _forward(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else None
+                proxy.seen.append((self.command, self.path, dict(self.headers.items()), body or b""))
                 if self.command == "PUT" and "/manifests/" in self.path:
                     proxy.puts += 1
                     if proxy.puts == fail_at:
@@ -287,6 +289,25 @@ def test_a_registry_failing_half_way_leaves_the_row_and_names_the_tags_left(labs
     assert now is not None
     assert before is not None
     assert now["status"] in (0, 2)
+    # what went over the wire is GitLab's: headers, the 21-byte config blob, the manifest without `layers`
+    ours = [(m, p, h, b) for m, p, h, b in proxy.seen if f"/v2/{path}/" in p and m in ("POST", "PUT", "HEAD")]
+    assert ours
+    for _, _, headers, _ in ours:
+        assert headers["User-Agent"] == "GitLab/17.6.0"
+        assert headers["Accept"] == ("application/vnd.docker.distribution.manifest.v2+json, "
+                                     "application/vnd.oci.image.manifest.v1+json")
+        assert headers["Authorization"].startswith("Bearer ey")
+    blob_puts = [(h, b) for m, p, h, b in ours if m == "PUT" and "/blobs/uploads/" in p]
+    assert {b for _, b in blob_puts} == {DUMMY_CONFIG}
+    assert {h["Content-Type"] for h, _ in blob_puts} == {"application/octet-stream"}
+    config_digest = "sha256:" + hashlib.sha256(DUMMY_CONFIG).hexdigest()
+    manifest = ('{\n  "schemaVersion": 2,\n  "mediaType": "application/vnd.docker.distribution.manifest.v2+json",\n'
+                '  "config": {\n    "mediaType": "application/vnd.docker.container.image.v1+json",\n'
+                f'    "size": 21,\n    "digest": "{config_digest}"\n  }}\n}}').encode()
+    manifest_puts = [(p, h, b) for m, p, h, b in ours if m == "PUT" and "/manifests/" in p]
+    assert [p.rsplit("/", 1)[1] for p, _, _ in manifest_puts] == ["a", "b", "c", "d"]
+    assert {b for _, _, b in manifest_puts} == {manifest}
+    assert {h["Content-Type"] for _, h, _ in manifest_puts} == {"application/vnd.docker.distribution.manifest.v2+json"}
     journal = json.loads(Path(doc["journal"]).read_text())
     assert journal["changes"] == []
     assert journal["registry_result"][0]["left"] == ["c"]
