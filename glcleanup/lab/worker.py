@@ -33,6 +33,7 @@ MAX_CAPACITY = 2                 # DeleteContainerRepositoryWorker::MAX_CAPACITY
 RETRY_FLAG = "set_delete_failed_container_repository"
 MT_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 MT_CONFIG = "application/vnd.docker.container.image.v1+json"
+DUMMY_CONFIG = b'{\n  "config": {\n  }\n}'
 WORKER_CLASS = "ContainerRegistry::DeleteContainerRepositoryWorker"
 POLICY_WORKER_CLASS = "ContainerExpirationPolicies::CleanupContainerRepositoryWorker"
 
@@ -352,12 +353,14 @@ class DeletionWorker:
 
     def _third_party_delete(self, calls: RegistryCalls, path: str, tags: list[str]) -> None:
         """Upload a dummy config, PUT a dummy manifest over every tag, DELETE that one digest."""
-        config = json.dumps({"config": {}}, indent=2).encode()
+        # client.rb generate_empty_manifest: Ruby's JSON.pretty_generate({config: {}}) (json gem < 2.8 prints
+        # the empty object as "{\n  }": 21 bytes) and a manifest without `layers` (the same bytes as the
+        # lab's Ruby ContainerRegistry::Client, rails/container_registry.rb)
+        config = DUMMY_CONFIG
         config_digest = calls.upload_blob(path, config)
         manifest = json.dumps({
             "schemaVersion": 2, "mediaType": MT_MANIFEST,
             "config": {"mediaType": MT_CONFIG, "size": len(config), "digest": config_digest},
-            "layers": [],
         }, indent=2).encode()
         digests: dict[str, str] = {}
         for tag in tags:
