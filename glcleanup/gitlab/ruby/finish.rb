@@ -73,19 +73,19 @@ module Finish
     false
   end
 
-  # All tags through GitLab's service, batch by batch; stops at the first batch that did not delete
-  # every one of its tags. Returns [deleted, error or nil].
-  def delete_tags(repo, names, batch_size)
-    done = []
+  # All tags through GitLab's service, batch by batch, into `done` (kept when a batch raises); stops at
+  # the first batch that did not delete every one of its tags. Returns the error, or nil.
+  def delete_tags(repo, names, batch_size, done)
     names.each_slice(batch_size) do |batch|
       response = service.new(repo, batch).execute
       deleted = Array(response[:deleted]).map(&:to_s)
       done.concat(deleted & batch)
       tell({ "progress" => { "id" => repo.id, "path" => repo.path.to_s, "done" => done.size, "total" => names.size } })
-      return [done, response[:message] || "the registry refused the dummy manifest for #{(batch - deleted).size} tag(s)"] \
-        if response[:status] != :success || !(batch - deleted).empty?
+      if response[:status] != :success || !(batch - deleted).empty?
+        return response[:message] || "the registry refused the dummy manifest for #{(batch - deleted).size} tag(s)"
+      end
     end
-    [done, nil]
+    nil
   end
 end
 
@@ -135,10 +135,11 @@ Glcleanup.main do |params|
     entry = { "id" => repo.id, "path" => repo.path.to_s, "tags_before" => plan.find { |p| p["id"] == repo.id }["tags"].size }
     result["registry"] << entry
     names = plan.find { |p| p["id"] == repo.id }["tags"].map { |t| t["tag"] }
-    deleted, error = begin
-      Finish.delete_tags(repo, names, batch_size)
+    deleted = []
+    error = begin
+      Finish.delete_tags(repo, names, batch_size, deleted)
     rescue StandardError => e
-      [[], "#{e.class}: #{e.message}"]
+      "#{e.class}: #{e.message}"
     end
     entry["deleted"] = deleted.size
     left = begin
