@@ -202,3 +202,24 @@ def test_bad_input_is_refused_before_anything_runs(lab: Lab, args: list[str], en
     result = CliRunner().invoke(app, ["requeue", *args, "--yes"], env={**lab.settings_env(), **env})
     assert result.exit_code == 2, result.output
     assert boots(lab) == booted
+
+
+def test_stub_status_shows_the_rows_gitlab_will_still_retry(lab: Lab, tmp_path: Path) -> None:
+    _, rid, _ = new_repository(lab)
+    retry_at = "2099-01-01 00:00:00.000000"
+    sql(lab, "UPDATE container_repositories SET status = 0, failed_deletion_count = 6, next_delete_attempt_at = ?, "
+             "status_updated_at = ? WHERE id = ?", retry_at, schema.now_db(), rid)
+    booted = boots(lab)
+    result = CliRunner().invoke(app, ["stub", "status", "--dir", str(tmp_path / "stub"), "-o", "json"],
+                                env=lab.settings_env())
+    assert result.exit_code == 0, result.output
+    gitlab = json.loads(result.stdout)["gitlab"]
+    assert boots(lab) == booted + 1
+    mine = [p for p in gitlab["pending"] if p["id"] == rid]
+    assert mine[0]["failed_deletion_count"] == 6
+    assert mine[0]["next_delete_attempt_at"].startswith("2099-01-01T00:00:00")
+    assert gitlab["latest_retry_at"].startswith("2099-01-01")
+    table = CliRunner().invoke(app, ["stub", "status", "--dir", str(tmp_path / "stub"), "-o", "table"],
+                               env=lab.settings_env())
+    assert "latest pending retry at 2099-01-01" in table.stderr
+    sql(lab, "UPDATE container_repositories SET status = 1 WHERE id = ?", rid)  # out of the other tests' way

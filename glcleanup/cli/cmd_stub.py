@@ -7,9 +7,10 @@ from typing import Annotated, Any
 import typer
 
 from glcleanup.cli.options import command, json_mode
-from glcleanup.cli.output import confirm, emit_json, info
+from glcleanup.cli.output import confirm, emit_json, emit_table, info
 from glcleanup.durations import parse_duration
 from glcleanup.errors import ExitCode, UsageError
+from glcleanup.ops.pending import pending_retries
 from glcleanup.settings import Settings
 from glcleanup.stub.deploy import OffResult, OnResult, read_status, stub_off, stub_on
 from glcleanup.stub.render import DEFAULT_DIR, build_config, safe_path
@@ -145,11 +146,28 @@ def status_command(settings: Settings, directory: DirOpt = DEFAULT_DIR) -> int:
         doc = read_status(host, path).to_json()
     finally:
         host.close()
+    if settings.rails_host:  # one read-only boot: the rows GitLab will still retry, and when
+        doc["gitlab"] = pending_retries(settings)
     if json_mode(settings):
         emit_json(doc)
     else:
         _render_status(doc)
+        if "gitlab" in doc:
+            _render_pending(doc["gitlab"])
     return int(ExitCode.OK)
+
+
+def _render_pending(gitlab: dict[str, Any]) -> None:
+    rows = gitlab.get("pending", [])
+    emit_table(rows, ["id", "path", "status", "failed_deletion_count", "next_delete_attempt_at"],
+               title=f"\nGitLab {gitlab.get('gitlab_version')}: repositories still to be deleted "
+                     "(each retry goes to the registry):", empty="(none)")
+    if gitlab.get("latest_retry_at"):
+        info(f"latest pending retry at {gitlab['latest_retry_at']}: switching the stub off before then sends that "
+             "retry to the real registry (`glcleanup requeue` retries now)")
+    if gitlab.get("parked"):
+        info(f"{gitlab['parked']} parked (delete_failed) repositories are not retried; `glcleanup requeue` "
+             "puts them back")
 
 
 def _render_status(doc: dict[str, Any]) -> None:
