@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any
 
 import typer
@@ -82,11 +83,24 @@ def on_command(
             info(f"warning: {warning}")
         result = planned
         if not planned.already and _go_ahead(yes, planned.plan, settings):
-            result = stub_on(host, config, apply=True, registry_url=settings.registry_url, say=info)
+            result = stub_on(host, config, apply=True, registry_url=settings.registry_url, say=info,
+                             not_before=_latest_retry(settings) if config.quiet_seconds else None)
     finally:
         host.close()
     _render_on(result, settings)
     return int(ExitCode.OK)
+
+
+def _latest_retry(settings: Settings) -> int | None:
+    """GitLab's latest pending retry as an epoch (one read-only boot), so --quiet-minutes waits for it."""
+    if not settings.rails_host:
+        return None
+    latest = pending_retries(settings).get("latest_retry_at")
+    if not latest:
+        return None
+    moment = datetime.fromisoformat(str(latest).replace("Z", "+00:00"))
+    info(f"GitLab retries a deletion at {latest}: --quiet-minutes counts from then, not before")
+    return int(moment.timestamp()) + 1
 
 
 def _render_on(result: OnResult, settings: Settings) -> None:
