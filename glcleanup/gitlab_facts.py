@@ -18,6 +18,11 @@ LOOPING_STATES = ("delete_scheduled", "delete_ongoing")
 # Where 17.5 (flag) / 17.6+ park a repository after MAX_DELETION_FAILURES (`set_delete_failed_status`).
 PARKED_STATE = "delete_failed"
 DELETION_STATES = (*LOOPING_STATES, PARKED_STATE)
+# Where a retry starts: the state DeleteContainerRepositoryWorker picks up (`pending_destruction`:
+# delete_scheduled, and from 17.5 `next_delete_attempt_at` NULL or past). `requeue` writes it back with
+# the 17.5 retry columns reset (failed_deletion_count 0, next_delete_attempt_at NULL; the model validates
+# the count in 0..MAX_DELETION_FAILURES), as in gitlab-org/gitlab#480653's console recipe.
+REQUEUE_STATE = "delete_scheduled"
 # `enum expiration_policy_cleanup_status`: cleanup-policy runs in these states are retried by
 # ContainerRegistry::CleanupWorker's cleanup path and loop the same way.
 CLEANUP_LOOPING_STATES = ("cleanup_scheduled", "cleanup_unfinished", "cleanup_ongoing")
@@ -91,6 +96,8 @@ def for_ruby() -> dict[str, Any]:
         "parked_state": PARKED_STATE,
         "deletion_states": list(DELETION_STATES),
         "cleanup_looping_states": list(CLEANUP_LOOPING_STATES),
+        "requeue_state": REQUEUE_STATE,
+        "retry_columns": list(RETRY_COLUMNS),
         "retry_cap": {"native_from": list(RETRY_CAP_NATIVE_FROM), "flag_from": list(RETRY_CAP_FLAG_FROM),
                       "flag": RETRY_CAP_FLAG},
     }

@@ -252,7 +252,13 @@ cmd_watch() {  # DIR GUARD FOR QUIET INTERVAL DEPLOY PROJECT [START...]
             size=$(fsize "$dir/activity.log")
             if [ "$size" != "$last_size" ]; then last_size=$size; last_change=$t; fi
             if [ "$forsecs" -gt 0 ] && [ $((t - confirmed_at)) -ge "$forsecs" ]; then reason=expired; fi
-            if [ "$quiet" -gt 0 ] && [ $((t - last_change)) -ge "$quiet" ]; then reason=${reason:-quiet}; fi
+            # not_before: GitLab's latest pending retry (epoch, written by `stub on`); the quiet period
+            # never ends before it, and counts from it, so that retry still reaches the stub
+            nb=0
+            [ -f "$dir/not_before" ] && nb=$(tr -cd 0-9 < "$dir/not_before")
+            quiet_from=$last_change
+            [ -n "$nb" ] && [ "$nb" -gt "$quiet_from" ] && quiet_from=$nb
+            if [ "$quiet" -gt 0 ] && [ $((t - quiet_from)) -ge "$quiet" ]; then reason=${reason:-quiet}; fi
         elif [ $((t - started)) -ge "$guard" ]; then
             reason=unconfirmed
         fi

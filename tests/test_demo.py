@@ -33,6 +33,13 @@ def test_demo_story_facts(tmp_path: Path) -> None:
     assert facts["proxy"]["destroyed"] is True
     assert facts["proxy"]["tags_left"] == []
     assert "== 6." in text
+    # the demo ends with stop-loop --mode finish: the image is gone from the real registry, and the row too
+    assert facts["finish"]["verified"] is True
+    assert facts["finish"]["tags_before"] == ["latest"]
+    assert facts["finish"]["tags_left"] == []
+    assert facts["finish"]["row_gone"] is True
+    assert facts["finish"]["deletes_after"] == 0
+    assert "== 7." in text
     # the demo's journal does not leak into the admin's state directory
     assert not (Path.home() / ".local" / "state" / "glcleanup" / "journal").exists()
 

@@ -25,7 +25,7 @@ def make_db(tmp_path: Path, version: str) -> tuple[Path, dict[str, int]]:
     conn = schema.connect(db)
     try:
         make_registry_key(tmp_path / "registry.key")
-        schema.set_setting(conn, "registry_key", str(tmp_path / "registry.key"))
+        schema.set_setting(conn, "registry_key_path", str(tmp_path / "registry.key"))
         personal = seed.create_project(conn, seed.create_user(conn, "Alice"), "Sandbox")
         api = seed.create_project(conn, seed.ensure_group(conn, "acme/platform"), "api")
         seed.create_policy(conn, api, enabled=True)

@@ -43,7 +43,7 @@ def pg_lab(tmp_path: Path, pg_database: str, monkeypatch: pytest.MonkeyPatch) ->
         try:
             if key:
                 make_registry_key(tmp_path / "registry.key")
-                schema.set_setting(conn, "registry_key", str(tmp_path / "registry.key"))
+                schema.set_setting(conn, "registry_key_path", str(tmp_path / "registry.key"))
             for name, value in lab_settings.items():
                 schema.set_setting(conn, name, value)
         finally:

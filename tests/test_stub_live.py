@@ -665,6 +665,22 @@ def test_quiet_minutes_switch_off_after_the_last_delete(tmp_path: Path, tls: TLS
     assert read_status(host, config.dir).to_json()["last_off"]["reason"] == "quiet"
 
 
+def test_quiet_minutes_never_end_before_gitlabs_latest_pending_retry(tmp_path: Path, tls: TLS,
+                                                                    cleanup: list[Callable[[], None]]) -> None:
+    reg = registry(tmp_path / "reg", tls, cleanup)
+    config = respond_config(tmp_path, reg, tls, quiet_minutes=2 / 60)          # 2 s
+    track_stub(tmp_path / "stub", cleanup)
+    host = LocalHost()
+    started = time.time()
+    retry_at = int(started) + 5                                                # GitLab retries a row then
+    stub_on(host, config, apply=True, not_before=retry_at)
+    time.sleep(4.5)                                  # no DELETE at all, yet the stub waits for the retry
+    assert read_status(host, config.dir).to_json()["state"] == "on"
+    wait_for(reg.running, timeout=15)
+    assert time.time() >= retry_at + 2 - 1           # quiet counted from the retry time (1 s watcher tick)
+    assert read_status(host, config.dir).to_json()["last_off"]["reason"] == "quiet"
+
+
 # --- the CLI ----------------------------------------------------------------------------------------------------
 
 def test_cli_plan_apply_status_off(tmp_path: Path, tls: TLS, cleanup: list[Callable[[], None]]) -> None:

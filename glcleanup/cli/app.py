@@ -17,6 +17,7 @@ from glcleanup.cli import (
     cmd_doctor,
     cmd_lab,
     cmd_logs,
+    cmd_requeue,
     cmd_scan,
     cmd_stop_loop,
     cmd_stub,
@@ -85,8 +86,8 @@ def _root(
     """
 
 
-COMMANDS = (cmd_scan, cmd_stop_loop, cmd_undo, cmd_stub, cmd_logs, cmd_doctor, cmd_check, cmd_config, cmd_lab,
-            cmd_demo, cmd_version)
+COMMANDS = (cmd_scan, cmd_stop_loop, cmd_requeue, cmd_undo, cmd_stub, cmd_logs, cmd_doctor, cmd_check, cmd_config,
+            cmd_lab, cmd_demo, cmd_version)
 for _module in COMMANDS:
     _module.register(app)
 

@@ -42,6 +42,11 @@ def render(report: DoctorReport) -> None:
             say(f"  GitLab {reg['gitlab_version']} {cap}")
         for number, fix in enumerate(reg.get("fixes", []), 1):
             say(f"  fix {number}: {fix}")
+        ways = reg.get("way_out") or {}
+        if ways:
+            say(f"  way out for a row still queued: {ways.get('queued') or '-'}; "
+                f"for a parked (delete_failed) row: {ways.get('parked') or '-'} "
+                "(`glcleanup scan` names it per row)")
 
 
 def register(app: typer.Typer) -> None:

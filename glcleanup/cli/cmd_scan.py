@@ -16,7 +16,7 @@ from glcleanup.ops.scan import ScanReport, ScanRequest, scan
 from glcleanup.settings import Settings
 
 _COLUMNS = ["id", "project", "path", "status", "status_updated_at", "delete_started_at",
-            "failed_deletion_count", "next_delete_attempt_at", "sources"]
+            "failed_deletion_count", "next_delete_attempt_at", "sources", "way_out"]
 _LOOP_COLUMNS = ["path", "state", "requests", "per_minute", "codes", "user_agent", "first_seen", "last_seen"]
 
 

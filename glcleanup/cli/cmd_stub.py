@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any
 
 import typer
 
 from glcleanup.cli.options import REGISTRY_HOST, REGISTRY_URL, command, json_mode
-from glcleanup.cli.output import confirm, emit_json, info, say
+from glcleanup.cli.output import confirm, emit_json, emit_table, info, say
 from glcleanup.durations import parse_duration
 from glcleanup.errors import ExitCode, UsageError
+from glcleanup.ops.pending import pending_retries
 from glcleanup.settings import Settings
 from glcleanup.stub.deploy import OffResult, OnResult, read_status, stub_off, stub_on
 from glcleanup.stub.render import DEFAULT_DIR, build_config, safe_path
@@ -93,11 +95,24 @@ def on_command(
             info(f"warning: {warning}")
         result = planned
         if not planned.already and _go_ahead(yes, planned.plan, settings):
-            result = stub_on(host, config, apply=True, registry_url=settings.registry_url, say=info)
+            result = stub_on(host, config, apply=True, registry_url=settings.registry_url, say=info,
+                             not_before=_latest_retry(settings) if config.quiet_seconds else None)
     finally:
         host.close()
     _render_on(result, settings)
     return int(ExitCode.OK)
+
+
+def _latest_retry(settings: Settings) -> int | None:
+    """GitLab's latest pending retry as an epoch (one read-only boot), so --quiet-minutes waits for it."""
+    if not settings.rails_host:
+        return None
+    latest = pending_retries(settings).get("latest_retry_at")
+    if not latest:
+        return None
+    moment = datetime.fromisoformat(str(latest).replace("Z", "+00:00"))
+    info(f"GitLab retries a deletion at {latest}: --quiet-minutes counts from then, not before")
+    return int(moment.timestamp()) + 1
 
 
 def _render_on(result: OnResult, settings: Settings) -> None:
@@ -157,11 +172,28 @@ def status_command(settings: Settings, directory: DirOpt = DEFAULT_DIR) -> int:
         doc = read_status(host, path).to_json()
     finally:
         host.close()
+    if settings.rails_host:  # one read-only boot: the rows GitLab will still retry, and when
+        doc["gitlab"] = pending_retries(settings)
     if json_mode(settings):
         emit_json(doc)
     else:
         _render_status(doc)
+        if "gitlab" in doc:
+            _render_pending(doc["gitlab"])
     return int(ExitCode.OK)
+
+
+def _render_pending(gitlab: dict[str, Any]) -> None:
+    rows = gitlab.get("pending", [])
+    emit_table(rows, ["id", "path", "status", "failed_deletion_count", "next_delete_attempt_at"],
+               title=f"\nGitLab {gitlab.get('gitlab_version')}: repositories still to be deleted "
+                     "(each retry goes to the registry):", empty="(none)")
+    if gitlab.get("latest_retry_at"):
+        info(f"latest pending retry at {gitlab['latest_retry_at']}: switching the stub off before then sends that "
+             "retry to the real registry (`glcleanup requeue` retries now)")
+    if gitlab.get("parked"):
+        info(f"{gitlab['parked']} parked (delete_failed) repositories are not retried; `glcleanup requeue` "
+             "puts them back")
 
 
 def _render_status(doc: dict[str, Any]) -> None:

@@ -2,7 +2,8 @@
 
 Real registry, simulated GitLab 17.3.5 (no retry cap), real Ruby runner: an image is deleted
 the way the UI does it, the worker starts looping, `scan` finds it, the registry log proves
-it, `stop-loop` ends it, and the log goes quiet.
+it, `stop-loop` ends it, and the log goes quiet; the stub, the proxy, and finally `stop-loop --mode
+finish`, which deletes the image through GitLab's own third-party path and removes the row.
 """
 
 from __future__ import annotations
@@ -115,6 +116,7 @@ def run_demo(say: Say, directory: Path | None = None, version: str = DEMO_VERSIO
             root = directory.parent if directory else Path(tmp)
             facts["respond"] = _stub_step(say, lab, "respond", "acme/website", root / "stub-respond")
             facts["proxy"] = _stub_step(say, lab, "proxy", "alice/sandbox", root / "stub-proxy")
+            facts["finish"] = _finish_step(say, lab, settings, "acme/platform/billing")
             say("\n== Done; the lab is taken down. On a real instance, `glcleanup undo` puts back what a stop-loop"
                 " journal recorded.")
     return facts
@@ -179,6 +181,32 @@ def _stub_step(say: Say, lab: Lab, mode: str, project: str, stub_dir: Path) -> d
         say(f"   GitLab deleted by digest through the proxy: {target['path']} tags now {tags}")
     say("   glcleanup stub off --yes: the real registry is back")
     return {"destroyed": gone, "seconds": round(took, 2), "tags_left": tags, "stub": status}
+
+
+def _finish_step(say: Say, lab: Lab, settings: Settings, project: str) -> dict[str, Any]:
+    """The way out that ends the job: GitLab's own third-party tag delete, then the row, one boot."""
+    target = next(r for r in lab.repositories() if r["project"] == project)
+    say(f"\n== 7. Another stuck image, {target['path']}: glcleanup stop-loop --project {project} --mode finish --yes")
+    lab.delete_image(project, int(target["id"]))
+    wait_for(lambda: count_deletes(lab.registry_log, target["path"]) >= 3, timeout=20)
+    before = list_tags(lab.registry_api_url(), target["path"])
+    started = time.monotonic()
+    report = stop_loop(settings, StopLoopRequest(project=project, mode="finish", apply=True),
+                       on_progress=lambda e: say(f"   progress: {e.get('done')}/{e.get('total')} tags deleted"))
+    took = time.monotonic() - started
+    for row in report.plan:
+        tags = ", ".join(f"{t.get('tag')}@{str(t.get('digest'))[:19]}" for t in row.get("tags", []))
+        say(f"   plan: repository {row.get('id')} {row.get('path')}: {row.get('from')} -> removed; tags {tags}")
+    stopped_at = count_deletes(lab.registry_log, target["path"])
+    time.sleep(SETTLE)
+    after = count_deletes(lab.registry_log, target["path"])
+    tags_now = list_tags(lab.registry_api_url(), target["path"])
+    gone = all(r["id"] != target["id"] for r in lab.repositories())
+    say(f"   {took:.1f} s, one runner boot: tags/list {before} -> {tags_now}; the row is "
+        f"{'gone' if gone else 'STILL THERE'}; {after - stopped_at} more DELETE in the {SETTLE:.0f} s after")
+    say("   (registry data cannot be undone; `glcleanup undo` would restore the row only)")
+    return {"verified": report.verified, "seconds": round(took, 2), "tags_before": before, "tags_left": tags_now,
+            "row_gone": gone, "deletes_after": after - stopped_at, "journal": report.journal}
 
 
 __all__ = ["run_demo"]

@@ -248,7 +248,7 @@ class Lab:
             self.set_registry_api_url(self.registry.url)
             self._set_setting("registry_ca_file", cert[0] if cert else "")
             make_registry_key(self.registry_key)
-            self._set_setting("registry_key", str(self.registry_key))
+            self._set_setting("registry_key_path", str(self.registry_key))
             if fresh and self.seed:
                 self.demo = seed_demo(self.database, self.registry.url, verify=cert[0] if cert else True)
             self._write_wrapper(ruby)

@@ -15,6 +15,7 @@ from glcleanup.errors import CheckFailed, CheckSkipped, GlcleanupError
 from glcleanup.gitlab import api as gitlab_api
 from glcleanup.gitlab import rails
 from glcleanup.ops import probe as registry
+from glcleanup.ops import way_out
 from glcleanup.settings import Settings
 from glcleanup.transport import open_host
 
@@ -120,6 +121,7 @@ def diagnose(settings: Settings) -> DoctorReport:
             return report
         report.checks.append({"name": "registry_tag_delete", "ok": not report.registry["loop_risk"],
                               "detail": report.registry["explanation"]})
+        report.registry["way_out"] = way_out.summary(report.registry)
     if facts.get("gitlab_version"):
         version = str(facts["gitlab_version"])
         # the runner knows the 17.5 flag; the API alone does not

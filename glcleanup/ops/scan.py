@@ -17,6 +17,7 @@ from glcleanup.gitlab.rails import runner_from_settings
 from glcleanup.gitlab_facts import LOOPING_STATES
 from glcleanup.logs import analysis as logs
 from glcleanup.logs import loops as loop_state
+from glcleanup.ops import way_out
 from glcleanup.settings import Settings
 from glcleanup.transport import open_host
 
@@ -157,6 +158,11 @@ def scan(settings: Settings, request: ScanRequest, progress: gitlab_api.Progress
                 "retries forever; see `glcleanup stop-loop`"
             )
     report.repositories = merge(rows)
+    for repo in report.repositories:  # name the way out per row (ops/way_out.py)
+        way = way_out.way_out(repo)
+        if way:
+            repo["way_out"] = way
+            repo["way_out_command"] = way_out.command(way, repo.get("project"), repo.get("id"))
     if request.registry_logs:
         host = open_host(settings.registry_host or "local", settings.ssh_options)
         try:

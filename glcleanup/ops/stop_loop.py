@@ -18,10 +18,11 @@ from glcleanup.errors import ConnectError, GlcleanupError, Interrupted, JournalE
 from glcleanup.gitlab.rails import RailsRunner, runner_from_settings
 from glcleanup.journal.lock import database_key, project_lock
 from glcleanup.journal.store import APPLIED, ROLLED_BACK, Journal, ensure_writable, now_iso
+from glcleanup.ops import finish as finish_mode
 from glcleanup.ops.leftovers import registry_leftovers
 from glcleanup.settings import Settings, redact
 
-MODES = ("done", "failed")
+MODES = ("done", "failed", "finish")
 DEFAULT_SETTLE = 5.0   # longer than one worker pass against a healthy registry; --settle for slow ones
 POLL_SECONDS = 0.05    # a worker's write-back is re-claimed within Sidekiq's fetch latency: look often
 MAX_ROUNDS = 6         # verification gives up after settle * MAX_ROUNDS
@@ -36,11 +37,16 @@ class StopLoopRequest:
     settle: float = DEFAULT_SETTLE
     disable_cleanup_policy: bool = False
     apply: bool = False
+    batch_size: int = finish_mode.DEFAULT_BATCH  # --mode finish: tags per DeleteTagsService call
 
     def validated(self) -> StopLoopRequest:
         """Every input checked before anything runs (exit 2): paths and ids never reach Ruby as code."""
         if self.mode not in MODES:
-            raise UsageError(f"--mode must be done or failed, got {self.mode[:20]!r}")
+            raise UsageError(f"--mode must be done, failed or finish, got {self.mode[:20]!r}")
+        if not 1 <= self.batch_size <= finish_mode.MAX_BATCH:
+            raise UsageError(f"--batch-size must be between 1 and {finish_mode.MAX_BATCH}")
+        if self.mode == "finish" and self.disable_cleanup_policy:
+            raise UsageError("--disable-cleanup-policy does not go with --mode finish (run it with --mode failed)")
         if not 0 <= self.settle <= MAX_SETTLE:
             raise UsageError(f"--settle must be between 0 and {MAX_SETTLE:.0f} seconds")
         return replace(self, project=validate.project_path(self.project),
@@ -49,7 +55,11 @@ class StopLoopRequest:
     def params(self) -> dict[str, Any]:
         return {"project": self.project, "repositories": self.repositories, "mode": self.mode,
                 "apply": self.apply, "settle": self.settle, "poll": POLL_SECONDS, "max_rounds": MAX_ROUNDS,
-                "disable_cleanup_policy": self.disable_cleanup_policy}
+                "disable_cleanup_policy": self.disable_cleanup_policy, "batch_size": self.batch_size}
+
+    @property
+    def script(self) -> str:
+        return "finish" if self.mode == "finish" else "stop_loop"
 
 
 @dataclass
@@ -91,14 +101,21 @@ class StopLoopReport:
             doc["still_looping"] = r["still_looping"]
         if r.get("verify_error"):
             doc["verify_error"] = r["verify_error"]
+        if r.get("mode") == "finish":
+            doc.update(registry_url=r.get("registry_url"), registry=r.get("registry", []),
+                       registry_note=finish_mode.NOT_UNDOABLE)
         return doc
 
 
 class _JournalSink:
     """Receives the script's events: writes the journal before Ruby changes anything."""
 
-    def __init__(self, meta: dict[str, Any], project: str) -> None:
+    command = "stop-loop"  # the journal's command (requeue's sink says "requeue")
+
+    def __init__(self, meta: dict[str, Any], project: str,
+                 on_progress: finish_mode.FinishProgress | None = None) -> None:
         self.meta = meta
+        self.on_progress = on_progress
         self.project = project
         self.journal: Journal | None = None
         self.unsaved: str | None = None  # the journal that arrived but could not be written
@@ -106,8 +123,10 @@ class _JournalSink:
         self.write_error: str | None = None  # a later journal update that failed (the first one is safe)
 
     def __call__(self, event: dict[str, Any]) -> None:
+        if finish_mode.handle_event(self, event, self.on_progress):
+            return
         if "journal" in event:
-            journal = Journal.new("stop-loop", self.project, {**self.meta, **event["journal"]})
+            journal = Journal.new(self.command, self.project, {**self.meta, **event["journal"]})
             try:
                 journal.save()
             except JournalError:  # last resort: the rows must not be lost, the CLI prints them
@@ -174,10 +193,12 @@ def _left_behind(sink: _JournalSink, project: str) -> str:
     return state
 
 
-def _run_once(runner: RailsRunner, request: StopLoopRequest, meta: dict[str, Any]) -> StopLoopReport:
-    sink = _JournalSink(meta, request.project)
+def _run_once(runner: RailsRunner, request: StopLoopRequest, meta: dict[str, Any],
+              on_progress: finish_mode.FinishProgress | None = None) -> StopLoopReport:
+    sink = _JournalSink(meta, request.project, on_progress)
     try:
-        result: dict[str, Any] = runner.run("stop_loop", request.params(), on_event=sink if request.apply else None)
+        result: dict[str, Any] = runner.run(request.script, request.params(),
+                                            on_event=sink if request.apply else None)
     except (ConnectError, RunnerError, JournalError) as exc:
         raise _fault(exc, sink, request.project) from exc
     except KeyboardInterrupt as exc:
@@ -206,12 +227,15 @@ def _finish_journal(sink: _JournalSink, result: dict[str, Any]) -> None:
         journal.merge_rows("after", list(result.get("after", [])))
         journal.merge_rows("policies_after", list(result.get("policies_after", [])))
         data["result"] = {k: result.get(k) for k in ("verified", "rounds", "reapplied", "final", "changed")}
+    if result.get("mode") == "finish":
+        data["registry_result"] = result.get("registry", [])
     data["finished_at"] = now_iso()
     sink.save_update()
 
 
 def stop_loop(settings: Settings, request: StopLoopRequest,
-              confirm: Callable[[StopLoopReport], bool] | None = None) -> StopLoopReport:
+              confirm: Callable[[StopLoopReport], bool] | None = None,
+              on_progress: finish_mode.FinishProgress | None = None) -> StopLoopReport:
     """Plan (and with `apply`, journal, apply and verify) in one runner boot.
 
     `confirm` is the interactive "yes": it sees the dry-run plan; a yes costs a second boot that
@@ -226,14 +250,16 @@ def stop_loop(settings: Settings, request: StopLoopRequest,
         with project_lock(host, request.project, "stop-loop", key=database_key(runner.host, host)):
             if request.apply or confirm is not None:
                 ensure_writable()
-            report = _run_once(runner, request, meta)
+            report = _run_once(runner, request, meta, on_progress)
             if not request.apply and confirm is not None and report.plan and confirm(report):
                 ids: list[int | str] = sorted({int(p["id"]) for p in report.plan if p.get("id") is not None})
                 narrowed = replace(request, apply=True, repositories=ids or request.repositories)
-                report = _run_once(runner, narrowed, meta)
+                report = _run_once(runner, narrowed, meta, on_progress)
     finally:
         runner.host.close()
     _add_warnings(report, request)
+    if request.mode == "finish":
+        report.warnings.extend(finish_mode.finish_warnings(report.result))
     if report.applied and request.mode == "done":
         removed = [c["path"] for c in report.result.get("changed", []) if c.get("action") == "destroy"]
         report.left_in_registry = registry_leftovers(settings.registry_url, removed, verify=settings.registry_verify)
@@ -252,7 +278,7 @@ def _add_warnings(report: StopLoopReport, request: StopLoopRequest) -> None:
             f"repository {', '.join(map(str, held))} was mid-pass in a worker when parked; a pass that outlasts "
             f"--settle ({request.settle:g} s) can still write it back: check again with "
             f"`glcleanup scan --source rails --project {request.project}` in a few minutes")
-    if report.applied and not report.verified:
+    if report.applied and not report.verified and request.mode != "finish":
         report.warnings.append(
             "a target row is back in delete_scheduled/delete_ongoing after verification: a worker keeps "
             "writing it back; retry with a longer --settle, or stop Sidekiq (gitlab-ctl stop sidekiq) and retry")

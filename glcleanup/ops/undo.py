@@ -19,6 +19,7 @@ from glcleanup.journal.store import ROLLED_BACK, UNDONE, Journal, now_iso
 from glcleanup.journal.store import latest_for_undo as _latest
 from glcleanup.settings import Settings
 
+UNDOABLE_COMMANDS = ("stop-loop", "requeue")
 _UNDO_KEYS = ("project", "columns", "policy_columns", "changes", "rows", "after", "policies", "policies_after")
 
 
@@ -80,9 +81,9 @@ def undo(settings: Settings, journal_path: str | None, apply: bool) -> UndoRepor
                                               "project": data.get("project") or {}}, UNDONE)
     if journal.state == ROLLED_BACK:
         raise JournalError(f"{journal.path}: that run was rolled back and changed nothing; nothing to undo")
-    if data.get("command", "stop-loop") != "stop-loop":
+    if data.get("command", "stop-loop") not in UNDOABLE_COMMANDS:
         raise UsageError(f"{journal.path} records a {_shown(data.get('command'))} run; undo restores stop-loop "
-                         "journals only; nothing changed")
+                         "and requeue journals only; nothing changed")
     project = validate.project_path(str(data.get("project", {}).get("full_path") or data.get("project_path")))
     warnings = where_to_run(settings, data)
     host = str(settings.rails_host)
@@ -110,6 +111,9 @@ def undo(settings: Settings, journal_path: str | None, apply: bool) -> UndoRepor
     finally:
         runner.host.close()
     report = UndoReport(str(journal.path), result, journal.state, warnings)
+    if data.get("mode") == "finish" and report.applied:
+        report.warnings.append("stop-loop --mode finish deleted the tags in the registry: undo restored the "
+                               "GitLab rows only; the journal's `registry` section lists every tag -> digest")
     if result.get("never_applied"):
         report.warnings.append("the journaled change was never committed (every row is as journaled): "
                                "nothing to undo; the journal is marked rolled back")

@@ -235,7 +235,7 @@ def _watch_interval(config: StubConfig, guard: float) -> int:
 
 
 def stub_on(host: Host, config: StubConfig, *, apply: bool, registry_url: str | None = None,
-            guard_seconds: float = GUARD_SECONDS, say: Say = _quiet) -> OnResult:
+            guard_seconds: float = GUARD_SECONDS, say: Say = _quiet, not_before: int | None = None) -> OnResult:
     """Plan, or (apply) check, record, stop the registry, start, verify, confirm; roll back on failure."""
     status = read_status(host, config.dir)
     if status.state_file:
@@ -261,6 +261,8 @@ def stub_on(host: Host, config: StubConfig, *, apply: bool, registry_url: str | 
     say(f"nginx config checked; recording state in {config.dir}/state.json")
     state = _state_doc(config, compose_cmd, registry_url, host)
     host.put(json.dumps(state, indent=2).encode() + b"\n", f"{config.dir}/state.json", 0o600)
+    # GitLab's latest pending retry (epoch): --quiet-minutes never switches off before it (stubctl.sh watcher)
+    host.put(f"{int(not_before or 0)}\n".encode(), f"{config.dir}/not_before", 0o600)
     progress: dict[str, bool] = {"registry_stopped": False}
     try:
         _activate(host, config, state, guard_seconds, say, result, progress)

@@ -137,7 +137,7 @@ module GitlabLab
     port = setting("registry_port").presence || (disabled ? nil : uri.port)
     host_port = setting("registry_host_port").presence || [host, port].compact.join(":")
     { "enabled" => !disabled, "host" => host, "port" => port, "api_url" => api.presence || "http://localhost:5000/",
-      "key" => setting("registry_key").presence, "issuer" => "omnibus-gitlab-issuer", "host_port" => host_port }
+      "key" => setting("registry_key_path").presence, "issuer" => "omnibus-gitlab-issuer", "host_port" => host_port }
   end
 
   # A primary that stays current, and (with load balancing on) a "replica": a second connection that reads
@@ -341,24 +341,6 @@ module Gitlab
   end
 end
 
-# app/services/auth/container_registry_authentication_service.rb: full_access_token signs a JWT with
-# Gitlab.config.registry.key (JSONWebToken::RSAToken reads the key file), so it fails without the key.
-module Auth
-  class ContainerRegistryAuthenticationService
-    def self.full_access_token(*names)
-      access_token(names.index_with { %w[*] })
-    end
-
-    def self.access_token(names_and_actions, _type = "repository")
-      registry = Gitlab.config.registry
-      key = OpenSSL::PKey::RSA.new(File.read(registry.key))
-      payload = { "iss" => registry.issuer, "access" => names_and_actions.map { |n, a| { "name" => n, "actions" => a } } }
-      body = Base64.urlsafe_encode64(JSON.generate(payload), padding: false)
-      "#{body}.#{Base64.urlsafe_encode64(key.sign(OpenSSL::Digest.new('SHA256'), body), padding: false)}"
-    end
-  end
-end
-
 # lib/container_registry/registry.rb: what ContainerRepository#registry builds (the client is not modelled).
 module ContainerRegistry
   class Registry
@@ -531,3 +513,6 @@ class ContainerRepository < ApplicationRecord
     end
   end
 end
+
+# The registry side (client, tags, ThirdParty::DeleteTagsService), in its own file.
+require File.join(__dir__, "container_registry")
