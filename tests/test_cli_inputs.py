@@ -118,7 +118,7 @@ CASES: list[tuple[list[str], set[int]]] = [
     # undo
     (["undo"], {3}),                                    # no journal at all
     (["undo", NOFILE], {3}),
-    (["undo", "{DIR}"], {3}),
+    (["undo", "{DIR}"], {2}),  # not a regular file: refused as bad input
     (["undo", "/etc/passwd", "--yes"], {2, 3}),
     (["undo", "--list", "-o", "yaml"], {2}),
     # stub
