@@ -22,7 +22,8 @@ from glcleanup.errors import GlcleanupError
 from glcleanup.gitlab.rails import script_source
 from glcleanup.lab import schema
 from glcleanup.lab.lab import make_registry_key
-from glcleanup.ops.stop_loop import StopLoopReport, StopLoopRequest, stop_loop, undo
+from glcleanup.ops.stop_loop import StopLoopReport, StopLoopRequest, stop_loop
+from glcleanup.ops.undo import undo
 from glcleanup.settings import Settings
 from tests.support.net import wait_until
 from tests.test_stop_loop_static import RUNNER, cli, make_db, rows

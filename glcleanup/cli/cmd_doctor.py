@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from glcleanup.cli.options import command, json_mode
-from glcleanup.cli.output import emit_json, emit_table, say
+from glcleanup.cli.output import emit, emit_table, say
 from glcleanup.errors import ExitCode
 from glcleanup.gitlab_facts import RETRY_CAP_FLAG, RetryCap
 from glcleanup.ops.doctor import DoctorReport, diagnose
@@ -15,10 +15,7 @@ from glcleanup.settings import Settings
 def doctor_command(settings: Settings) -> int:
     """Check every configured connection and whether GitLab would loop on this registry (exit 1 if not ok)."""
     report = diagnose(settings)
-    if json_mode(settings):
-        emit_json(report.to_json())
-    else:
-        render(report)
+    emit(json_mode(settings), report.to_json(), lambda: render(report))
     return int(ExitCode.TROUBLE if report.failed else ExitCode.OK)
 
 

@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from glcleanup.cli.options import RAILS, REGISTRY_URL, command, json_mode
-from glcleanup.cli.output import emit_json, emit_table, info, say
+from glcleanup.cli.output import emit, emit_table, info, say
 from glcleanup.errors import ExitCode
 from glcleanup.ops.requeue import RequeueReport, RequeueRequest, requeue
 from glcleanup.settings import Settings
@@ -27,10 +27,7 @@ def requeue_command(
     """Put parked (delete_failed) or backed-off repositories back in GitLab's deletion queue, journaled, undoable."""
     report = requeue(settings, RequeueRequest(project=project, repositories=list(repository or []), apply=yes,
                                               force=force))
-    if json_mode(settings):
-        emit_json(report.to_json())
-    else:
-        render(report)
+    emit(json_mode(settings), report.to_json(), lambda: render(report))
     if report.refused or (report.applied and not report.verified):
         return int(ExitCode.TROUBLE)
     return int(ExitCode.OK)

@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from glcleanup.cli.options import API, RAILS, REGISTRY_HOST, command, json_mode
-from glcleanup.cli.output import emit_json, emit_table, info, say
+from glcleanup.cli.output import emit, emit_table, info, say
 from glcleanup.cli.progress import rich_progress
 from glcleanup.durations import parse_duration
 from glcleanup.errors import ExitCode
@@ -39,10 +39,7 @@ def scan_command(
                           registry_logs=list(registry_log or []), since=parse_duration(since, allow_all=True))
     with rich_progress() as bar:  # on a terminal only
         report = scan(settings, request, progress=bar)
-    if json_mode(settings):
-        emit_json(report.to_json())
-    else:
-        render(report)
+    emit(json_mode(settings), report.to_json(), lambda: render(report))
     return int(ExitCode.TROUBLE if report.in_trouble else ExitCode.OK)
 
 

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 import typer
 
 from glcleanup.cli.options import RAILS, REGISTRY_URL, command, json_mode
-from glcleanup.cli.output import ask_yes, can_ask, emit_json, emit_table, info, say
+from glcleanup.cli.output import ask_yes, can_ask, emit, emit_table, info, say
 from glcleanup.errors import ExitCode
 from glcleanup.ops.finish import DEFAULT_BATCH
 from glcleanup.ops.stop_loop import DEFAULT_SETTLE, StopLoopReport, StopLoopRequest, stop_loop
@@ -49,10 +49,7 @@ def stop_loop_command(
     report = stop_loop(settings, request, confirm=ask if interactive else None, on_progress=_progress)
     if asked and not asked[-1]:
         return int(ExitCode.OK)  # "n": the plan was shown once and "nothing changed" said
-    if json_mode(settings):
-        emit_json(report.to_json())
-    else:
-        render(report)
+    emit(json_mode(settings), report.to_json(), lambda: render(report))
     if report.applied and not report.verified:
         return int(ExitCode.TROUBLE)
     if mode == "finish" and report.result.get("registry") and not report.verified:

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 import typer
 
 from glcleanup.cli.options import RAILS, command, json_mode
-from glcleanup.cli.output import ask_yes, can_ask, emit_json, emit_table, info, say
+from glcleanup.cli.output import ask_yes, can_ask, emit, emit_json, emit_table, info, say
 from glcleanup.errors import ExitCode
 from glcleanup.journal.store import list_journals
 from glcleanup.ops.undo import UndoReport, undo
@@ -33,10 +33,7 @@ def undo_command(
         if not ask_yes("Restore these rows?"):
             return int(ExitCode.OK)
         report = undo(settings, report.journal, apply=True)  # the same journal, whatever is newer now
-    if json_mode(settings):
-        emit_json(report.to_json())
-    else:
-        render_undo(report)
+    emit(json_mode(settings), report.to_json(), lambda: render_undo(report))
     return int(ExitCode.OK)
 
 

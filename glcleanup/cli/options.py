@@ -23,40 +23,41 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 CONNECTION = "Connection"
+
+
+def _connection(*flags: str, env: str | None = None, metavar: str, help: str) -> Any:
+    """A design.md §4 connection option: its flags, its environment variable, what to type."""
+    return typer.Option(*flags, envvar=env, metavar=metavar, help=help, rich_help_panel=CONNECTION)
+
+
 _COMMON: list[tuple[str, Any, Any]] = [
-    ("url", str | None, typer.Option("--url", envvar="GITLAB_URL", metavar="URL",
-                                     help="GitLab base URL, e.g. https://gitlab.example.com.",
-                                     rich_help_panel=CONNECTION)),
-    ("gitlab_section", str | None, typer.Option("-g", "--gitlab", metavar="SECTION",
-                                                help="python-gitlab config section.", rich_help_panel=CONNECTION)),
-    ("config_file", str | None, typer.Option("-c", "--config-file", envvar="PYTHON_GITLAB_CFG", metavar="FILE",
-                                             help="python-gitlab config file.", rich_help_panel=CONNECTION)),
-    ("rails_host", str | None, typer.Option(
-        "--rails-host", envvar="GLCLEANUP_RAILS_HOST", metavar="HOST",
-        help="Where `gitlab-rails runner` runs: local or [ssh://][user@]host[:port].",
-        rich_help_panel=CONNECTION)),
-    ("rails_runner", str | None, typer.Option(
-        "--rails-runner", envvar="GLCLEANUP_RAILS_RUNNER", metavar="CMD",
+    ("url", str | None, _connection("--url", env="GITLAB_URL", metavar="URL",
+                                    help="GitLab base URL, e.g. https://gitlab.example.com.")),
+    ("gitlab_section", str | None, _connection("-g", "--gitlab", metavar="SECTION",
+                                               help="python-gitlab config section.")),
+    ("config_file", str | None, _connection("-c", "--config-file", env="PYTHON_GITLAB_CFG", metavar="FILE",
+                                            help="python-gitlab config file.")),
+    ("rails_host", str | None, _connection(
+        "--rails-host", env="GLCLEANUP_RAILS_HOST", metavar="HOST",
+        help="Where `gitlab-rails runner` runs: local or [ssh://][user@]host[:port].")),
+    ("rails_runner", str | None, _connection(
+        "--rails-runner", env="GLCLEANUP_RAILS_RUNNER", metavar="CMD",
         help="Runner command (default 'gitlab-rails runner'); glcleanup appends '-' and sends the script "
-             "on stdin, e.g. 'docker exec -i gitlab gitlab-rails runner'.", rich_help_panel=CONNECTION)),
-    ("registry_host", str | None, typer.Option(
-        "--registry-host", envvar="GLCLEANUP_REGISTRY_HOST", metavar="HOST",
-        help="The registry's host (logs, stub): local or [ssh://][user@]host[:port].",
-        rich_help_panel=CONNECTION)),
-    ("registry_url", str | None, typer.Option(
-        "--registry-url", envvar="GLCLEANUP_REGISTRY_URL", metavar="URL",
-        help="The registry endpoint as GitLab calls it (registry_api_url).", rich_help_panel=CONNECTION)),
-    ("registry_ca", str | None, typer.Option(
-        "--registry-ca", envvar="GLCLEANUP_REGISTRY_CA", metavar="FILE",
-        help="CA bundle (PEM) for a registry with a private CA (default: GITLAB_SSL_VERIFY, then the system's).",
-        rich_help_panel=CONNECTION)),
-    ("ssh_key", str | None, typer.Option("--ssh-key", envvar="GLCLEANUP_SSH_KEY", metavar="FILE",
-                                         help="SSH private key (else agent, ssh config, default keys).",
-                                         rich_help_panel=CONNECTION)),
-    ("known_hosts", str | None, typer.Option(
-        "--known-hosts", envvar="GLCLEANUP_KNOWN_HOSTS", metavar="FILE",
-        help="known_hosts file (default ~/.ssh/known_hosts); unknown or changed keys are refused.",
-        rich_help_panel=CONNECTION)),
+             "on stdin, e.g. 'docker exec -i gitlab gitlab-rails runner'.")),
+    ("registry_host", str | None, _connection(
+        "--registry-host", env="GLCLEANUP_REGISTRY_HOST", metavar="HOST",
+        help="The registry's host (logs, stub): local or [ssh://][user@]host[:port].")),
+    ("registry_url", str | None, _connection(
+        "--registry-url", env="GLCLEANUP_REGISTRY_URL", metavar="URL",
+        help="The registry endpoint as GitLab calls it (registry_api_url).")),
+    ("registry_ca", str | None, _connection(
+        "--registry-ca", env="GLCLEANUP_REGISTRY_CA", metavar="FILE",
+        help="CA bundle (PEM) for a registry with a private CA (default: GITLAB_SSL_VERIFY, then the system's).")),
+    ("ssh_key", str | None, _connection("--ssh-key", env="GLCLEANUP_SSH_KEY", metavar="FILE",
+                                        help="SSH private key (else agent, ssh config, default keys).")),
+    ("known_hosts", str | None, _connection(
+        "--known-hosts", env="GLCLEANUP_KNOWN_HOSTS", metavar="FILE",
+        help="known_hosts file (default ~/.ssh/known_hosts); unknown or changed keys are refused.")),
     ("output", Output | None, typer.Option("-o", "--output",
                                            help="table (default on a terminal) or json (one document).")),
     ("verbose", bool, typer.Option("-v", "--verbose", help="Show tracebacks and debug logs on stderr.")),

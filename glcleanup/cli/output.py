@@ -11,7 +11,7 @@ import signal
 import sys
 import threading
 import traceback
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from enum import StrEnum
 from typing import Any
 
@@ -43,6 +43,14 @@ def wants_json(output: str | None) -> bool:
 def emit_json(document: Mapping[str, Any]) -> None:
     """Exactly one JSON document on stdout."""
     sys.stdout.write(json.dumps(document, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def emit(as_json: bool, document: Mapping[str, Any], render: Callable[[], None]) -> None:
+    """The one choice every command makes: one JSON document, or the human rendering."""
+    if as_json:
+        emit_json(document)
+    else:
+        render()
 
 
 def emit_table(rows: Iterable[Mapping[str, Any]], columns: Sequence[str], title: str | None = None,

@@ -19,6 +19,7 @@ from glcleanup.gitlab.rails import runner_from_settings
 from glcleanup.journal.lock import database_key, project_lock
 from glcleanup.journal.store import ensure_writable
 from glcleanup.ops import probe
+from glcleanup.ops.report import RunnerResult
 from glcleanup.ops.stop_loop import _fault, _finish_journal, _JournalSink
 from glcleanup.settings import Settings, redact
 
@@ -40,24 +41,12 @@ class RequeueRequest:
 
 
 @dataclass
-class RequeueReport:
+class RequeueReport(RunnerResult):
     result: dict[str, Any]
     journal: str | None = None
     registry: dict[str, Any] | None = None  # the probe replay (None with --force and no --registry-url)
     refused: str | None = None  # why nothing was done (the registry would still loop)
     warnings: list[str] = field(default_factory=list)
-
-    @property
-    def plan(self) -> list[dict[str, Any]]:
-        return list(self.result.get("plan", []))
-
-    @property
-    def applied(self) -> bool:
-        return bool(self.result.get("applied"))
-
-    @property
-    def verified(self) -> bool:
-        return bool(self.result.get("verified"))
 
     def to_json(self) -> dict[str, Any]:
         r = self.result

@@ -20,6 +20,7 @@ from glcleanup.journal.lock import database_key, project_lock
 from glcleanup.journal.store import APPLIED, ROLLED_BACK, Journal, ensure_writable, now_iso
 from glcleanup.ops import finish as finish_mode
 from glcleanup.ops.leftovers import registry_leftovers
+from glcleanup.ops.report import RunnerResult
 from glcleanup.settings import Settings, redact
 
 MODES = ("done", "failed", "finish")
@@ -63,7 +64,7 @@ class StopLoopRequest:
 
 
 @dataclass
-class StopLoopReport:
+class StopLoopReport(RunnerResult):
     """The runner's result plus what Python added (journal path, registry leftovers, warnings)."""
 
     result: dict[str, Any]
@@ -71,18 +72,6 @@ class StopLoopReport:
     settle: float = DEFAULT_SETTLE
     left_in_registry: dict[str, Any] | None = None
     warnings: list[str] = field(default_factory=list)
-
-    @property
-    def plan(self) -> list[dict[str, Any]]:
-        return list(self.result.get("plan", []))
-
-    @property
-    def applied(self) -> bool:
-        return bool(self.result.get("applied"))
-
-    @property
-    def verified(self) -> bool:
-        return bool(self.result.get("verified"))
 
     def to_json(self) -> dict[str, Any]:
         r = self.result

@@ -17,6 +17,7 @@ from glcleanup.gitlab_facts import LOOPING_STATES
 from glcleanup.journal.lock import database_key, project_lock
 from glcleanup.journal.store import ROLLED_BACK, UNDONE, Journal, now_iso
 from glcleanup.journal.store import latest_for_undo as _latest
+from glcleanup.ops.report import RunnerResult
 from glcleanup.settings import Settings
 
 UNDOABLE_COMMANDS = ("stop-loop", "requeue")
@@ -24,15 +25,11 @@ _UNDO_KEYS = ("project", "columns", "policy_columns", "changes", "rows", "after"
 
 
 @dataclass
-class UndoReport:
+class UndoReport(RunnerResult):
     journal: str
     result: dict[str, Any]
     state: str
     warnings: list[str] = field(default_factory=list)
-
-    @property
-    def applied(self) -> bool:
-        return bool(self.result.get("applied"))
 
     @property
     def already_undone(self) -> bool:

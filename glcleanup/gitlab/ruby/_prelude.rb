@@ -47,6 +47,15 @@ module Glcleanup
     "#{error.class}: #{first}"
   end
 
+  # An event after the commit, when nobody may be listening any more (a cut connection closes our stdout):
+  # false instead of an exception, so the script keeps verifying, which protects the change.
+  def self.tell(document)
+    event(document)
+    true
+  rescue SystemCallError, IOError
+    false
+  end
+
   def self.refuse!(kind, message)
     raise Refusal.new(kind, message)
   end
@@ -85,6 +94,24 @@ module Glcleanup
     else
       "none"
     end
+  end
+
+  # The project named in params["project"] and its repositories by id, narrowed to params["repositories"];
+  # an id of another project is the admin's input error (exit 2), nothing touched.
+  def self.project_repositories(params)
+    path = params["project"].to_s
+    project = Project.find_by_full_path(path)
+    refuse!("not_found", "project not found: #{path}") if project.nil?
+    repos = project.container_repositories.to_a.sort_by(&:id)
+    wanted = Array(params["repositories"]).map(&:to_i)
+    return [project, repos] if wanted.empty?
+
+    foreign = wanted - repos.map(&:id)
+    unless foreign.empty?
+      refuse!("input", "container repository #{foreign.join(', ')} does not belong to project " \
+                       "#{project.full_path}; nothing was changed")
+    end
+    [project, repos.select { |r| wanted.include?(r.id) }]
   end
 
   # Integers from the model's enum, never names mixed with integers; an unknown name is refused.

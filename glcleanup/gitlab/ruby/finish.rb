@@ -66,12 +66,6 @@ module Finish
     listing.is_a?(Hash) ? Array(listing["tags"]).map(&:to_s).sort : nil
   end
 
-  def tell(document)
-    Glcleanup.event(document)
-    true
-  rescue SystemCallError, IOError
-    false
-  end
 
   # All tags through GitLab's service, batch by batch, into `done` (kept when a batch raises); stops at
   # the first batch that did not delete every one of its tags. Returns the error, or nil.
@@ -80,7 +74,7 @@ module Finish
       response = service.new(repo, batch).execute
       deleted = Array(response[:deleted]).map(&:to_s)
       done.concat(deleted & batch)
-      tell({ "progress" => { "id" => repo.id, "path" => repo.path.to_s, "done" => done.size, "total" => names.size } })
+      Glcleanup.tell({ "progress" => { "id" => repo.id, "path" => repo.path.to_s, "done" => done.size, "total" => names.size } })
       if response[:status] != :success || !(batch - deleted).empty?
         return response[:message] || "the registry refused the dummy manifest for #{(batch - deleted).size} tag(s)"
       end
@@ -90,21 +84,9 @@ module Finish
 end
 
 Glcleanup.main do |params|
-  path = params["project"].to_s
-  project = Project.find_by_full_path(path)
-  Glcleanup.refuse!("not_found", "project not found: #{path}") if project.nil?
+  project, repos = Glcleanup.project_repositories(params)
   batch_size = params["batch_size"].to_i.clamp(1, 1000)
 
-  repos = project.container_repositories.to_a.sort_by(&:id)
-  wanted = Array(params["repositories"]).map(&:to_i)
-  unless wanted.empty?
-    foreign = wanted - repos.map(&:id)
-    unless foreign.empty?
-      Glcleanup.refuse!("refused", "container repository #{foreign.join(', ')} does not belong to project " \
-                                   "#{project.full_path}; nothing was changed")
-    end
-    repos = repos.select { |r| wanted.include?(r.id) }
-  end
   targets = repos.select { |r| LOOPING.include?(r.status) }
   Finish.preflight!(targets.first) unless targets.empty?
 
@@ -174,7 +156,7 @@ Glcleanup.main do |params|
         entry["row"] = "removed"
       end
     end
-    Finish.tell({ "applied" => { "after" => [] } }) if entry["row"] == "removed"
+    Glcleanup.tell({ "applied" => { "after" => [] } }) if entry["row"] == "removed"
   end
 
   # Applied: something changed, in the registry (irreversible) or in GitLab (a row removed).

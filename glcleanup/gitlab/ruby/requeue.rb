@@ -41,20 +41,8 @@ module Requeue
 end
 
 Glcleanup.main do |params|
-  path = params["project"].to_s
-  project = Project.find_by_full_path(path)
-  Glcleanup.refuse!("not_found", "project not found: #{path}") if project.nil?
+  project, repos = Glcleanup.project_repositories(params)
 
-  repos = project.container_repositories.to_a.sort_by(&:id)
-  wanted = Array(params["repositories"]).map(&:to_i)
-  unless wanted.empty?
-    foreign = wanted - repos.map(&:id)
-    unless foreign.empty?
-      Glcleanup.refuse!("refused", "container repository #{foreign.join(', ')} does not belong to project " \
-                                   "#{project.full_path}; nothing was changed")
-    end
-    repos = repos.select { |r| wanted.include?(r.id) }
-  end
   now = Time.current
   targets = repos.filter_map { |r| (why = Requeue.reason(r, now)) && [r, why] }
   columns = ContainerRepository.column_names

@@ -42,14 +42,6 @@ module StopLoop
     repo.update_columns(failed_deletion_count: count.clamp(0, max)) unless count.between?(0, max)
   end
 
-  # After the commit nobody may be listening (a cut connection closes our stdout): keep verifying anyway,
-  # because the verification is what protects the change from a worker's write-back.
-  def tell(document)
-    Glcleanup.event(document)
-    true
-  rescue SystemCallError, IOError
-    false
-  end
 
   def requeue_hint(ids)
     reset = max_failures ? ", failed_deletion_count: 0, next_delete_attempt_at: nil" : ""
@@ -67,21 +59,9 @@ Glcleanup.main do |params|
                                  "then deletes its copies, which undo cannot bring back; use --mode failed " \
                                  "(parks the rows, undo restores them); nothing was changed")
   end
-  path = params["project"].to_s
-  project = Project.find_by_full_path(path)
-  Glcleanup.refuse!("not_found", "project not found: #{path}") if project.nil?
+  project, repos = Glcleanup.project_repositories(params)
 
   columns = ContainerRepository.column_names
-  repos = project.container_repositories.to_a.sort_by(&:id)
-  wanted = Array(params["repositories"]).map(&:to_i)
-  unless wanted.empty?
-    foreign = wanted - repos.map(&:id)
-    unless foreign.empty?
-      Glcleanup.refuse!("input", "container repository #{foreign.join(', ')} does not belong to project " \
-                                   "#{project.full_path}; nothing was changed")
-    end
-    repos = repos.select { |r| wanted.include?(r.id) }
-  end
 
   disable_policy = params["disable_cleanup_policy"] ? true : false
   target_to = mode == "done" ? "removed" : "delete_failed"
@@ -160,7 +140,7 @@ Glcleanup.main do |params|
     { "after" => ContainerRepository.where(id: kept_ids).order(:id).map { |r| Glcleanup.raw_row(r) },
       "policies_after" => touched_policy ? [Glcleanup.raw_row(project.reload.container_expiration_policy)] : [] }
   end
-  StopLoop.tell({ "applied" => snapshot.call })
+  Glcleanup.tell({ "applied" => snapshot.call })
 
   # --- verify: a worker that was mid-pass writes its result back by id (update_columns), undoing ours ---
   settle = params["settle"].to_f
@@ -202,7 +182,7 @@ Glcleanup.main do |params|
       else
         rounds += 1
         last_change = now
-        StopLoop.tell({ "reapplied" => snapshot.call.merge("round" => rounds, "rows" => back_rows) })
+        Glcleanup.tell({ "reapplied" => snapshot.call.merge("round" => rounds, "rows" => back_rows) })
       end
       break if now >= deadline
 
