@@ -69,3 +69,41 @@ def test_the_cli_registers_an_explicit_command_list() -> None:
 
     modules = {p.stem for p in (PACKAGE / "cli").glob("cmd_*.py")}
     assert {m.__name__.rsplit(".", 1)[1] for m in COMMANDS} == modules
+
+
+def test_no_import_cycles_between_modules() -> None:
+    """Module-level and function-level imports both count; `if TYPE_CHECKING:` imports (types only) do not."""
+    graph: dict[str, set[str]] = {}
+    names = {_module_name(p) for p in PACKAGE.rglob("*.py")}
+    for path in PACKAGE.rglob("*.py"):
+        tree = ast.parse(path.read_text())
+        typing_only = {id(n) for block in ast.walk(tree) if isinstance(block, ast.If)
+                       and ast.unparse(block.test).endswith("TYPE_CHECKING") for n in ast.walk(block)}
+        found: set[str] = set()
+        for node in ast.walk(tree):
+            if id(node) in typing_only:
+                continue
+            if isinstance(node, ast.ImportFrom) and node.module:
+                candidates = {node.module} | {f"{node.module}.{a.name}" for a in node.names}
+            elif isinstance(node, ast.Import):
+                candidates = {a.name for a in node.names}
+            else:
+                continue
+            found |= {c for c in candidates if c in names}
+        me = _module_name(path)
+        graph[me] = {m for m in found if m != me and not me.startswith(m + ".")}  # a package's own __init__
+
+    def reaches(start: str, goal: str) -> bool:
+        seen, todo = set(), [start]
+        while todo:
+            node = todo.pop()
+            for nxt in graph.get(node, ()):
+                if nxt == goal:
+                    return True
+                if nxt not in seen:
+                    seen.add(nxt)
+                    todo.append(nxt)
+        return False
+
+    cycles = sorted((a, b) for a, deps in graph.items() for b in deps if a < b and reaches(b, a))
+    assert not cycles

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import requests
 
 from glcleanup.lab import schema
-from glcleanup.lab.worker import PassRecord, RegistryCalls, TagDeleteError
+from glcleanup.lab.registry_client import PassRecord, RegistryCalls, TagDeleteError
 
 if TYPE_CHECKING:
     from glcleanup.lab.worker import DeletionWorker
