@@ -10,6 +10,7 @@ from pathlib import Path
 import gitlab
 import pytest
 
+from glcleanup.cli.progress import rich_progress
 from glcleanup.errors import AuthError, ConfigError, ConnectError, NotFoundError
 from glcleanup.gitlab import api as gitlab_api
 from glcleanup.lab import schema, seed
@@ -202,9 +203,9 @@ def test_progress_callback_and_nothing_on_stdout(server: GitLabApiServer, capsys
 
 
 def test_rich_progress_is_off_without_a_terminal() -> None:
-    with gitlab_api.rich_progress() as bar:
+    with rich_progress() as bar:
         assert bar is None
-    with gitlab_api.rich_progress(enabled=True) as bar:
+    with rich_progress(enabled=True) as bar:
         assert bar is not None
         bar(1, 2)
         bar.phase("listing projects")  # type: ignore[attr-defined]

@@ -168,11 +168,3 @@ def test_table_output_shows_the_verdict(tmp_path: Path) -> None:
     assert result.exit_code == 1
     assert "loop risk: YES" in result.stdout
     assert "fix 1: upgrade GitLab to 17.6" in result.stdout
-
-
-@pytest.mark.parametrize(("version", "cap"), [("17.3.5-ee", "none"), ("16.6.1", "none"), ("17.5.0", "flag"),
-                                              ("17.6.0-ee", "yes"), ("18.1.2", "yes"), ("weird", "unknown")])
-def test_retry_cap_by_version(version: str, cap: str) -> None:
-    from glcleanup.ops.doctor import retry_cap
-
-    assert retry_cap(version) == cap

@@ -15,11 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from glcleanup.errors import LockedError, NotFoundError, UsageError
+from glcleanup.errors import JournalError, LockedError, NotFoundError, UsageError
 from glcleanup.journal import store as journal_mod
 from glcleanup.journal.lock import lock_path, project_lock
-from glcleanup.journal.store import APPLIED, ROLLED_BACK, Journal, JournalError, ensure_writable, journal_dir
-from glcleanup.ops.stop_loop import registry_leftovers
+from glcleanup.journal.store import APPLIED, ROLLED_BACK, Journal, ensure_writable
+from glcleanup.ops.leftovers import registry_leftovers
+from glcleanup.paths import journal_dir
 from tests.support.net import free_port
 
 

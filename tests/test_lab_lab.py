@@ -14,8 +14,9 @@ import pytest
 from typer.testing import CliRunner
 
 from glcleanup.cli import app
+from glcleanup.errors import LabError
 from glcleanup.lab import schema
-from glcleanup.lab.lab import Lab, LabError, pid_matches
+from glcleanup.lab.lab import Lab, pid_matches
 from glcleanup.lab.registry import list_tags
 from tests.lab_proxy import ProbeFixingProxy
 from tests.support.net import wait_until

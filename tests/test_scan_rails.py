@@ -15,10 +15,11 @@ from glcleanup.cli import app
 from glcleanup.errors import GlcleanupError, NotFoundError, RunnerError
 from glcleanup.gitlab import rails
 from glcleanup.lab import schema, seed
+from glcleanup.lab.lab import RUNNER
 from glcleanup.transport import LocalHost, SSHHost, SSHOptions, parse_host
 from tests.support.ssh import AsyncSSHServer, OpenSSHServer
 
-LAB_RAILS = Path(rails.__file__).parent / "lab" / "rails" / "gitlab-rails"
+LAB_RAILS = RUNNER
 def make_db(path: Path, version: str) -> dict[str, int]:
     """USER/REPO (personal) with a stuck, an ongoing and a normal repository; a group project with a
     parked repository and one whose cleanup-policy run is unfinished."""

@@ -21,12 +21,13 @@ import pytest
 from typer.testing import CliRunner, Result
 
 from glcleanup.cli import app
-from glcleanup.errors import ConnectError
+from glcleanup.errors import ConnectError, JournalError
 from glcleanup.gitlab.rails import RailsRunner
-from glcleanup.journal.store import Journal, JournalError, journal_dir
+from glcleanup.journal.store import Journal
 from glcleanup.lab import schema
 from glcleanup.ops import stop_loop as stop_loop_module
 from glcleanup.ops.stop_loop import StopLoopRequest
+from glcleanup.paths import journal_dir
 from glcleanup.settings import Settings
 from glcleanup.transport import CommandResult, SSHHost, SSHOptions, parse_host
 from tests.support.ssh import AsyncSSHServer, OpenSSHServer
@@ -235,7 +236,6 @@ def test_link_gone_after_the_commit_the_runner_still_verifies(monkeypatch: pytes
 
 
 def test_journal_that_cannot_be_saved_is_printed_and_reported(monkeypatch: pytest.MonkeyPatch,
-                                                              capsys: pytest.CaptureFixture[str],
                                                               db: tuple[Path, dict[str, int]]) -> None:
     monkeypatch.setenv("GLCLEANUP_LAB_DB", str(db[0]))
 
@@ -247,8 +247,7 @@ def test_journal_that_cannot_be_saved_is_printed_and_reported(monkeypatch: pytes
     with pytest.raises(JournalError, match="the changes MAY have been committed") as failure:
         stop_loop_module.stop_loop(Settings(rails_host="local", rails_runner=RUNNER), request)
     assert "No space left on device" in str(failure.value)
-    printed = capsys.readouterr().err
-    assert '"rows": [{"id": 1' in printed
+    assert '"rows": [{"id": 1' in (failure.value.details or "")  # the CLI prints details after the line
 
 
 @pytest.mark.skipif(not OpenSSHServer.available(), reason="needs root and /usr/sbin/sshd")

@@ -16,9 +16,9 @@ import pytest
 from typer.testing import CliRunner, Result
 
 from glcleanup.cli import app
-from glcleanup.journal.store import journal_dir
 from glcleanup.lab import schema, seed
 from glcleanup.ops.stop_loop import StopLoopRequest, stop_loop
+from glcleanup.paths import journal_dir
 from glcleanup.settings import Settings
 from tests.support.net import wait_until
 

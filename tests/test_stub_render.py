@@ -16,19 +16,11 @@ from typer.testing import CliRunner
 
 from glcleanup.cli import app
 from glcleanup.errors import UsageError
+from glcleanup.stub.control import parse_status_lines
 from glcleanup.stub.deploy import parse_access_line
-from glcleanup.stub.remote import (
-    Listener,
-    Probe,
-    check_answer,
-    conflicts,
-    curl_argv,
-    parse_curl,
-    parse_listeners,
-    parse_status_lines,
-    probes_for,
-)
+from glcleanup.stub.preflight import Listener, conflicts, parse_listeners
 from glcleanup.stub.render import build_config, parse_listen, parse_upstream, render_env, render_nginx, stub_file
+from glcleanup.stub.verify import Probe, check_answer, curl_argv, parse_curl, probes_for
 
 REPO = Path(__file__).resolve().parent.parent
 STUB = REPO / "stub"

@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from glcleanup.cli import app
-from glcleanup.cli.common import command, emit_json
+from glcleanup.cli.options import command
+from glcleanup.cli.output import emit_json
 from glcleanup.durations import parse_duration
 from glcleanup.errors import GlcleanupError, UsageError
 from glcleanup.settings import Settings
@@ -29,7 +29,6 @@ USAGE = ("usage: glcleanup check [--registry-log SRC]... [--since 15m] [--warn-r
          "[--stub-dir DIR] [--no-probe] [--prometheus FILE] [-o json]")
 
 
-@command(app, "check")
 def check_command(
     settings: Settings,
     registry_log: Annotated[list[str] | None, typer.Option(
@@ -100,3 +99,7 @@ def render(report: CheckReport) -> str:
     lines = [str(r) for r in report.check.results if r.state != nagiosplugin.Ok]
     out.add_longoutput(lines[1:])
     return str(out)
+
+
+def register(app: typer.Typer) -> None:
+    command(app, "check")(check_command)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from glcleanup.cli import app
-from glcleanup.cli.common import command, emit_json, emit_table, wants_json
+import typer
+
+from glcleanup.cli.options import command, json_mode
+from glcleanup.cli.output import emit_json, emit_table
 from glcleanup.settings import Settings
 
 
-@command(app, "config")
 def config(settings: Settings) -> int:
     """Show the settings glcleanup would use (the token is never shown)."""
     doc = {
@@ -22,8 +23,12 @@ def config(settings: Settings) -> int:
         "ssh_key": settings.ssh_key,
         "known_hosts": settings.known_hosts,
     }
-    if wants_json(settings):
+    if json_mode(settings):
         emit_json(doc)
     else:
         emit_table([{"setting": k, "value": v} for k, v in doc.items()], ["setting", "value"])
     return 0
+
+
+def register(app: typer.Typer) -> None:
+    command(app, "config")(config)

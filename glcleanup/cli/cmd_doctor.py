@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import typer
 
-from glcleanup.cli import app
-from glcleanup.cli.common import ExitCode, command, emit_json, emit_table, wants_json
+from glcleanup.cli.options import command, json_mode
+from glcleanup.cli.output import emit_json, emit_table
+from glcleanup.errors import ExitCode
+from glcleanup.gitlab_facts import RETRY_CAP_FLAG, RetryCap
 from glcleanup.ops.doctor import DoctorReport, diagnose
 from glcleanup.settings import Settings
 
 
-@command(app, "doctor")
 def doctor_command(settings: Settings) -> int:
     """Check every configured connection and whether GitLab would loop on this registry (exit 1 if not ok)."""
     report = diagnose(settings)
-    if wants_json(settings):
+    if json_mode(settings):
         emit_json(report.to_json())
     else:
         render(report)
@@ -32,10 +33,16 @@ def render(report: DoctorReport) -> None:
         typer.echo(f"  {probe['request']} -> {probe['status']} Allow: {probe['allow'] or '-'}")
         typer.echo(f"  {delete['request']} -> {delete['status']} {delete['error_code'] or ''}")
         typer.echo(f"  loop risk: {'YES' if reg['loop_risk'] else 'no'}: {reg['explanation']}")
-        cap = {"yes": "caps deletion retries (a failing deletion ends as delete_failed)",
-               "flag": "caps retries only with the set_delete_failed_container_repository flag",
-               "none": "has no retry cap: a failing deletion retries forever"}.get(reg.get("retry_cap", ""))
+        cap = {RetryCap.NATIVE: "caps deletion retries (a failing deletion ends as delete_failed)",
+               RetryCap.FEATURE_FLAG: f"caps deletion retries (the {RETRY_CAP_FLAG} flag is on)",
+               RetryCap.NONE: "has no retry cap: a failing deletion retries forever",
+               RetryCap.UNKNOWN: f"caps retries only with the {RETRY_CAP_FLAG} flag (state unknown without "
+                                 "--rails-host)"}.get(reg.get("retry_cap", ""))
         if cap:
             typer.echo(f"  GitLab {reg['gitlab_version']} {cap}")
         for number, fix in enumerate(reg.get("fixes", []), 1):
             typer.echo(f"  fix {number}: {fix}")
+
+
+def register(app: typer.Typer) -> None:
+    command(app, "doctor")(doctor_command)

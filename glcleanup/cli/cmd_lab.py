@@ -9,19 +9,17 @@ from __future__ import annotations
 import shlex
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
 from glcleanup import validate
-from glcleanup.cli import app
-from glcleanup.cli.common import Output, emit_json, emit_table, fail, info
-from glcleanup.errors import GlcleanupError
+from glcleanup.cli.options import plain_command
+from glcleanup.cli.output import Output, emit_json, emit_table, info, wants_json
 from glcleanup.lab.lab import DEFAULT_TIME_SCALE, DEFAULT_VERSION, Lab, default_dir
 
 lab_app = typer.Typer(name="lab", help="The local incident lab: real registry + simulated GitLab on 127.0.0.1.",
                       no_args_is_help=True)
-app.add_typer(lab_app, name="lab")
 
 DirOption = Annotated[Path | None, typer.Option(
     "--dir", help="Lab directory (default $XDG_STATE_HOME/glcleanup/lab).", show_default=False)]
@@ -31,14 +29,7 @@ def _exports(env: dict[str, str]) -> str:
     return "".join(f"export {key}={shlex.quote(value)}\n" for key, value in env.items())
 
 
-def _run(action: Any) -> Any:
-    try:
-        return action()
-    except GlcleanupError as exc:
-        fail(exc)
-
-
-@lab_app.command("up")
+@plain_command(lab_app, "up")
 def up(
     directory: DirOption = None,
     version: Annotated[str, typer.Option("--version", help="GitLab version to simulate "
@@ -64,18 +55,18 @@ def up(
         info("lab: up. Point glcleanup at it with: eval \"$(glcleanup lab env)\"")
         return lab
 
-    lab = _run(start)
+    lab = start()
     sys.stdout.write(_exports(lab.settings_env()))
 
 
-@lab_app.command("env")
+@plain_command(lab_app, "env")
 def env(directory: DirOption = None) -> None:
     """Print the running lab's settings as `export` lines."""
-    lab = _run(lambda: Lab.load(directory))
-    sys.stdout.write(_exports(_run(lab.settings_env)))
+    lab = Lab.load(directory)
+    sys.stdout.write(_exports(lab.settings_env()))
 
 
-@lab_app.command("down")
+@plain_command(lab_app, "down")
 def down(
     directory: DirOption = None,
     purge: Annotated[bool, typer.Option("--purge", help="Also delete the lab's database, images and logs.")]
@@ -90,18 +81,18 @@ def down(
             lab.purge()
         return ran
 
-    ran = _run(stop)
+    ran = stop()
     info("lab: stopped" if ran else "lab: nothing was running")
 
 
-@lab_app.command("status")
+@plain_command(lab_app, "status")
 def status(
     directory: DirOption = None,
     output: Annotated[Output | None, typer.Option("-o", "--output", help="table or json.")] = None,
-) -> None:
+) -> int:
     """Show whether the lab runs, where, and its repositories by status (exit 1 when down)."""
-    doc = _run(lambda: Lab(directory or default_dir()).status())
-    if (output or (Output.table if sys.stdout.isatty() else Output.json)) == Output.json:
+    doc = Lab(directory or default_dir()).status()
+    if wants_json(output):
         emit_json(doc)
     else:
         rows = [{"component": name, "running": doc[name]["running"], "pid": doc[name]["pid"],
@@ -112,10 +103,10 @@ def status(
         typer.echo("")
         emit_table(doc["images"], ["id", "project", "path", "status"], title="container repositories:")
         typer.echo(f"worker passes: {doc['worker_passes']}, runner boots: {doc['runner_boots']}")
-    raise typer.Exit(0 if doc["state"] == "up" else 1)
+    return 0 if doc["state"] == "up" else 1
 
 
-@lab_app.command("delete-image")
+@plain_command(lab_app, "delete-image")
 def delete_image(
     project: Annotated[str, typer.Argument(help="Project full path, e.g. acme/website.")],
     repo_id: Annotated[str, typer.Argument(help="Container repository id.")],
@@ -129,4 +120,8 @@ def delete_image(
         info(f"lab: DELETE answered {code}; repository {rid} of {path} is now delete_scheduled")
         return code
 
-    _run(act)
+    act()
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(lab_app, name="lab")

@@ -8,9 +8,10 @@ from typing import Annotated, Any
 
 import typer
 
-from glcleanup.cli import app
-from glcleanup.cli.common import ExitCode, command, emit_json, emit_table, info, wants_json
+from glcleanup.cli.options import command, json_mode
+from glcleanup.cli.output import confirm, emit_json, emit_table, info
 from glcleanup.durations import parse_duration
+from glcleanup.errors import ExitCode
 from glcleanup.logs import analysis as logs
 from glcleanup.logs import truncate as logs_disk
 from glcleanup.settings import Settings
@@ -21,7 +22,6 @@ _SOURCE_COLUMNS = ["source", "bytes", "growth_bytes_per_hour", "disk_free_bytes"
 _LOOP_COLUMNS = ["path", "requests", "per_minute", "codes", "user_agent", "first_seen", "last_seen"]
 
 
-@command(app, "logs")
 def logs_command(
     settings: Settings,
     sources: Annotated[list[str] | None, typer.Argument(
@@ -37,14 +37,14 @@ def logs_command(
     """Show registry-log evidence of a DELETE loop (exit 1 when a loop is found)."""
     window = parse_duration(since, allow_all=True)
     host = open_host(settings.registry_host or "local", settings.ssh_options)
-    as_json = wants_json(settings)
+    as_json = json_mode(settings)
     try:
         report = logs.analyze_sources(host, list(sources or ["omnibus"]), window, progress=ScanProgress())
         document: dict[str, Any] = report.to_json()
         if not as_json:
             render(report)
         if truncate:
-            document["truncate"] = logs_disk.relieve(host, document, lambda t: _approve(t, yes))
+            document["truncate"] = logs_disk.relieve(host, document, lambda t: _approve(t, yes, json_mode(settings)))
             document["truncate"]["log_opts_fix"] = logs_disk.LOG_OPTS_FIX
             _render_truncate(document["truncate"], as_json)
     finally:
@@ -94,7 +94,7 @@ def _size(value: int | None) -> str | None:
     return None
 
 
-def _approve(targets: list[logs_disk.TruncateTarget], yes: bool) -> bool:
+def _approve(targets: list[logs_disk.TruncateTarget], yes: bool, as_json: bool) -> bool:
     info("Plan: empty these logs with `truncate -s 0` (the evidence summary is saved first):")
     for target in targets:
         writers = ", ".join(f"pid {w.pid} {w.command} ({'O_APPEND' if w.append else 'NO O_APPEND'})"
@@ -102,12 +102,8 @@ def _approve(targets: list[logs_disk.TruncateTarget], yes: bool) -> bool:
         info(f"  {target.path}: {target.bytes} bytes; writers: {writers}")
         if target.nul_risk:
             info(f"  warning: {logs_disk.NUL_EXPLANATION}")
-    if yes:
-        return True
-    if not sys.stdin.isatty():
-        info("Nothing changed: re-run with --yes to truncate.")
-        return False
-    return typer.confirm("Truncate now?", default=False, err=True)
+    return confirm("Truncate now?", yes=yes, json_mode=as_json,
+                   hint="nothing changed: run again with --yes to truncate")
 
 
 def _render_truncate(outcome: dict[str, Any], as_json: bool) -> None:
@@ -118,3 +114,7 @@ def _render_truncate(outcome: dict[str, Any], as_json: bool) -> None:
                  f"{result['explanation']}")
     if not as_json:
         typer.echo("\n" + logs_disk.LOG_OPTS_FIX)
+
+
+def register(app: typer.Typer) -> None:
+    command(app, "logs")(logs_command)

@@ -6,9 +6,11 @@ from typing import Annotated
 
 import typer
 
-from glcleanup.cli import app
-from glcleanup.cli.common import ExitCode, command, emit_json, emit_table, info, wants_json
+from glcleanup.cli.options import command, json_mode
+from glcleanup.cli.output import emit_json, emit_table, info
+from glcleanup.cli.progress import rich_progress
 from glcleanup.durations import parse_duration
+from glcleanup.errors import ExitCode
 from glcleanup.ops.scan import ScanReport, ScanRequest, scan
 from glcleanup.settings import Settings
 
@@ -17,7 +19,6 @@ _COLUMNS = ["id", "project", "path", "status", "status_updated_at", "delete_star
 _LOOP_COLUMNS = ["path", "requests", "per_minute", "codes", "user_agent", "first_seen", "last_seen"]
 
 
-@command(app, "scan")
 def scan_command(
     settings: Settings,
     source: Annotated[str, typer.Option("--source", help="api, rails or all (both, merged by id).")] = "all",
@@ -33,8 +34,9 @@ def scan_command(
     """List container repositories stuck in deletion (exit 1 when something is stuck or looping)."""
     request = ScanRequest(source=source, projects=list(project or []), group=group,
                           registry_logs=list(registry_log or []), since=parse_duration(since, allow_all=True))
-    report = scan(settings, request)  # the API walk shows a progress bar on stderr when it is a terminal
-    if wants_json(settings):
+    with rich_progress() as bar:  # on a terminal only
+        report = scan(settings, request, progress=bar)
+    if json_mode(settings):
         emit_json(report.to_json())
     else:
         render(report)
@@ -55,3 +57,7 @@ def render(report: ScanReport) -> None:
         emit_table(report.loops, _LOOP_COLUMNS, title="\nLoop evidence in the registry log:")
     for warning in report.warnings:
         info(f"warning: {warning}")
+
+
+def register(app: typer.Typer) -> None:
+    command(app, "scan")(scan_command)

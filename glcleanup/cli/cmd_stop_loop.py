@@ -1,21 +1,20 @@
-"""`glcleanup stop-loop` and `glcleanup undo`: parse, call glcleanup.ops.stop_loop, render."""
+"""`glcleanup stop-loop`: parse, call glcleanup.ops.stop_loop, render."""
 
 from __future__ import annotations
 
-import sys
 from typing import Annotated, Any
 
 import typer
 
-from glcleanup.cli import app
-from glcleanup.cli.common import ExitCode, command, emit_json, emit_table, info, wants_json
-from glcleanup.ops.stop_loop import DEFAULT_SETTLE, StopLoopReport, StopLoopRequest, UndoReport, stop_loop, undo
+from glcleanup.cli.options import command, json_mode
+from glcleanup.cli.output import ask_yes, can_ask, emit_json, emit_table, info
+from glcleanup.errors import ExitCode
+from glcleanup.ops.stop_loop import DEFAULT_SETTLE, StopLoopReport, StopLoopRequest, stop_loop
 from glcleanup.settings import Settings
 
 _PLAN = ["id", "path", "action", "from", "to", "status_updated_at", "delete_started_at", "failed_deletion_count"]
 
 
-@command(app, "stop-loop")
 def stop_loop_command(
     settings: Settings,
     project: Annotated[str, typer.Option("--project", help="The project's full path (group/sub/project).")],
@@ -33,9 +32,9 @@ def stop_loop_command(
     """Stop a container-repository deletion loop in GitLab's database: journaled, verified, undoable."""
     request = StopLoopRequest(project=project, repositories=list(repository or []), mode=mode, settle=settle,
                               disable_cleanup_policy=disable_cleanup_policy, apply=yes)
-    interactive = not yes and sys.stdin.isatty() and sys.stderr.isatty() and not wants_json(settings)
+    interactive = not yes and can_ask(json_mode(settings))
     report = stop_loop(settings, request, confirm=_ask if interactive else None)
-    if wants_json(settings):
+    if json_mode(settings):
         emit_json(report.to_json())
     else:
         render(report)
@@ -46,8 +45,7 @@ def stop_loop_command(
 
 def _ask(report: StopLoopReport) -> bool:
     _render_plan(report)
-    answer = typer.prompt("Apply this plan? Type yes to go on", default="no", err=True)
-    return bool(answer.strip().lower() == "yes")
+    return ask_yes("Apply this plan?")
 
 
 def _render_plan(report: StopLoopReport) -> None:
@@ -98,29 +96,5 @@ def _render_leftovers(left: dict[str, Any]) -> None:
     info(left["note"])
 
 
-@command(app, "undo")
-def undo_command(
-    settings: Settings,
-    journal: Annotated[str | None, typer.Argument(help="Journal file (default: the latest).")] = None,
-    yes: Annotated[bool, typer.Option("--yes", "-y", help="Restore (otherwise only show it).")] = False,
-) -> int:
-    """Put back exactly what a stop-loop journal recorded (refused if the rows changed since)."""
-    report = undo(settings, journal, apply=yes)
-    if wants_json(settings):
-        emit_json(report.to_json())
-    else:
-        render_undo(report)
-    return int(ExitCode.OK)
-
-
-def render_undo(report: UndoReport) -> None:
-    doc = report.to_json()
-    typer.echo(f"Journal {doc['journal']} ({doc['journal_state']}), project {doc['project']}")
-    emit_table(doc["restore"], ["id", "name", "actions", "how", "from", "to"], title="Restore:",
-               empty="(nothing to restore)")
-    if doc["applied"]:
-        typer.echo("Restored exactly as journaled." if doc["exact"] else f"Restored; differences: {doc['mismatches']}")
-    elif doc["restore"]:
-        info("dry run: nothing was changed; add --yes to restore")
-    for warning in doc["warnings"]:
-        info(f"warning: {warning}")
+def register(app: typer.Typer) -> None:
+    command(app, "stop-loop")(stop_loop_command)

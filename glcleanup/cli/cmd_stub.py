@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import sys
 from typing import Annotated, Any
 
 import typer
 
-from glcleanup.cli import app
-from glcleanup.cli.common import ExitCode, command, emit_json, info, wants_json
+from glcleanup.cli.options import command, json_mode
+from glcleanup.cli.output import confirm, emit_json, info
 from glcleanup.durations import parse_duration
-from glcleanup.errors import UsageError
+from glcleanup.errors import ExitCode, UsageError
 from glcleanup.settings import Settings
 from glcleanup.stub.deploy import OffResult, OnResult, read_status, stub_off, stub_on
 from glcleanup.stub.render import DEFAULT_DIR, build_config, safe_path
@@ -18,7 +17,6 @@ from glcleanup.transport import Host, open_host
 
 stub_app = typer.Typer(name="stub", no_args_is_help=True,
                        help="Last resort: a registry stand-in (respond) or a probe-fixing proxy, and back.")
-app.add_typer(stub_app, name="stub")
 
 DirOpt = Annotated[str, typer.Option("--dir", help="State, config and logs on the registry host.")]
 YesOpt = Annotated[bool, typer.Option("--yes", "-y", help="Apply (otherwise the plan is shown; a terminal asks).")]
@@ -40,10 +38,7 @@ def _go_ahead(yes: bool, plan: list[str], settings: Settings) -> bool:
         info("plan:")
         for step in plan:
             info(f"  - {step}")
-    if sys.stdin.isatty() and sys.stderr.isatty() and not wants_json(settings):
-        return typer.confirm("apply this plan?", default=False, err=True)
-    info("nothing changed: run again with --yes to apply")
-    return False
+    return confirm("apply this plan?", yes=False, json_mode=json_mode(settings))
 
 
 @command(stub_app, "on")
@@ -94,7 +89,7 @@ def on_command(
 
 
 def _render_on(result: OnResult, settings: Settings) -> None:
-    if wants_json(settings):
+    if json_mode(settings):
         emit_json(result.to_json())
         return
     if result.already:
@@ -126,7 +121,7 @@ def off_command(settings: Settings, directory: DirOpt = DEFAULT_DIR, yes: YesOpt
 
 def _render_off(result: OffResult, settings: Settings) -> int:
     trouble = result.registry_ok is False
-    if wants_json(settings):
+    if json_mode(settings):
         emit_json(result.to_json())
     elif result.already_off:
         last = result.last_off or {}
@@ -150,7 +145,7 @@ def status_command(settings: Settings, directory: DirOpt = DEFAULT_DIR) -> int:
         doc = read_status(host, path).to_json()
     finally:
         host.close()
-    if wants_json(settings):
+    if json_mode(settings):
         emit_json(doc)
     else:
         _render_status(doc)
@@ -174,3 +169,7 @@ def _render_status(doc: dict[str, Any]) -> None:
     last = doc.get("last_delete")
     if last:
         typer.echo(f"last DELETE: {last['time']} {last['path']} -> {last['status']} ({last['user_agent']})")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(stub_app, name="stub")

@@ -3,10 +3,13 @@
 import typer
 
 from glcleanup import __version__
-from glcleanup.cli import app
+from glcleanup.cli.options import plain_command
 
 
-@app.command("version")
 def version() -> None:
     """Print glcleanup's version."""
     typer.echo(__version__)
+
+
+def register(app: typer.Typer) -> None:
+    plain_command(app, "version")(version)

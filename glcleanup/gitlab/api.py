@@ -16,12 +16,11 @@ repositories) costs one request per project. This module instead:
 
 Never asks for `tags`/`tags_count` (GitLab would call the possibly broken registry for each
 repository). python-gitlab honours 429 `Retry-After` (`obey_rate_limit`). Progress goes to a
-callback or, on a terminal, to a rich progress bar on stderr; nothing is printed on stdout.
+callback (the CLI draws a bar with it); nothing is printed.
 """
 
 from __future__ import annotations
 
-import sys
 import threading
 import urllib.parse
 from collections.abc import Callable, Iterable, Iterator
@@ -35,13 +34,13 @@ import gitlab
 import requests
 from requests.adapters import HTTPAdapter
 
-from glcleanup import __version__
-from glcleanup.errors import ApiError, AuthError, ConnectError, NotFoundError
+from glcleanup import __version__, gitlab_facts
+from glcleanup.errors import ApiError, AuthError, ConnectError, Forbidden, GraphQLUnavailable, NotFoundError
+from glcleanup.gitlab_facts import DELETION_STATES
 from glcleanup.settings import Settings, redact
 
-STUCK_STATES = ("delete_scheduled", "delete_ongoing", "delete_failed")
+STUCK_STATES = DELETION_STATES
 UNKNOWN = "unknown"
-REST_STATUS_SINCE = (16, 7, 0)  # MR !138202 added `status` to the REST entity
 PER_PAGE = 100  # GitLab's maximum for offset pagination and GraphQL connections
 GRAPHQL_PROJECT_BATCH = 100
 GRAPHQL_REPOS_PER_PROJECT = 20  # most projects have fewer; the rest are paged separately
@@ -64,14 +63,6 @@ GROUP_REPOS_QUERY = (
     "after: $after) { pageInfo { hasNextPage endCursor } nodes { " + REPO_FIELDS + " project { id fullPath } "
     "} } } }"
 )
-
-
-class Forbidden(AuthError):
-    """403: the token may not read this (for a project's repositories: its registry is disabled)."""
-
-
-class GraphQLUnavailable(Exception):
-    """GraphQL answered an error, lacked a field, or failed over HTTP: use REST instead."""
 
 
 @dataclass
@@ -104,14 +95,6 @@ class ProjectRef:
 # --------------------------------------------------------------------------- connecting
 
 
-def _version_tuple(version: str) -> tuple[int, int, int]:
-    parts = []
-    for piece in version.split("-")[0].split(".")[:3]:
-        digits = "".join(ch for ch in piece if ch.isdigit())
-        parts.append(int(digits or 0))
-    while len(parts) < 3:
-        parts.append(0)
-    return parts[0], parts[1], parts[2]
 
 
 @contextmanager
@@ -202,32 +185,6 @@ class Tracker:
         if callable(describe):
             describe(self.phase)
         self.progress(self.done, self.planned)
-
-
-@contextmanager
-def rich_progress(enabled: bool | None = None) -> Iterator[Progress | None]:
-    """A rich progress bar on stderr (default: only when stderr is a terminal); yields the callback."""
-    if enabled is None:
-        enabled = sys.stderr.isatty()
-    if not enabled:
-        yield None
-        return
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                   console=Console(stderr=True), transient=True)
-    task = bar.add_task("scanning GitLab", total=None)
-
-    class Update:
-        def __call__(self, done: int, planned: int | None) -> None:
-            bar.update(task, completed=done, total=max(planned or 1, done, 1))
-
-        def phase(self, text: str) -> None:
-            bar.update(task, description=f"GitLab API: {text}")
-
-    with bar:
-        yield Update()
 
 
 # --------------------------------------------------------------------------- the scanner
@@ -342,10 +299,7 @@ class Scanner:
     def rest_pages(self, path: str, params: dict[str, Any]) -> list[Any]:
         """Every page, sequentially (inside a pool task): follows `Link: rel=next` like python-gitlab."""
         items, _pages, response = self.first_page(path, params)
-        while "next" in response.links:
-            response = self.get(self.same_base(response.links["next"]["url"]))
-            items.extend(response.json())
-        return items
+        return items + self._follow(response)
 
     def rest_listings(self, listings: list[Listing], phase: str) -> list[list[Any]]:
         """Several paginated listings, page 1 of each in parallel, then all remaining pages in parallel.
@@ -632,15 +586,14 @@ def scan_repositories(gl: gitlab.Gitlab, *, projects: list[str] | None = None, g
     """Repositories in a deletion state, instance-wide or narrowed to `projects` or a `group`.
 
     `projects` are full paths (validated by the caller) and take precedence over `group`; `group` is
-    a full path and includes its subgroups. Progress goes to `progress`, else to a rich bar when
-    stderr is a terminal. Raises NotFoundError for an unknown project or group, AuthError,
-    ConnectError or ApiError when GitLab cannot be read.
+    a full path and includes its subgroups. Progress goes to `progress` (the CLI draws it). Raises
+    NotFoundError for an unknown project or group, AuthError, ConnectError or ApiError when GitLab
+    cannot be read.
     """
-    with rich_progress(None if progress is None else False) as bar, Scanner(gl, concurrency,
-                                                                             progress or bar) as scan:
+    with Scanner(gl, concurrency, progress) as scan:
         scan.tracker.plan(1, "GitLab version")
         scan.result.version = str(scan.get("/version").json()["version"])
-        scan.rest_status = _version_tuple(scan.result.version) >= REST_STATUS_SINCE
+        scan.rest_status = gitlab_facts.rest_has_status(scan.result.version)
         if projects:
             _scan_named_projects(scan, projects)
         elif group:
@@ -663,4 +616,4 @@ def _add_warnings(gl: gitlab.Gitlab, result: ApiScan, *, instance_wide: bool) ->
         result.warnings.append("the token is not an administrator's: only projects it can see were scanned")
 
 
-__all__ = ["ApiScan", "api_errors", "connect", "is_admin", "rich_progress", "scan_repositories", "server_version"]
+__all__ = ["ApiScan", "api_errors", "connect", "is_admin", "scan_repositories", "server_version"]

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
+from glcleanup import gitlab_facts
 from glcleanup.errors import ConfigError, NotFoundError, RunnerError, UsageError
 from glcleanup.settings import Settings
 from glcleanup.transport import Host, open_host
@@ -71,7 +72,7 @@ class RailsRunner:
         `on_event` receives each `Glcleanup.event` document the moment its line arrives,
         so a caller can persist it (a journal) before the script goes on to change rows.
         """
-        argv = self.argv(params or {})
+        argv = self.argv({**(params or {}), "facts": gitlab_facts.for_ruby()})
         self.boots += 1
         sink = _EventSplitter(on_event) if on_event else None
         result = self.host.run(argv, stdin=script_source(script), timeout=self.timeout,

@@ -16,12 +16,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from glcleanup.errors import LockedError
-from glcleanup.journal.store import now_iso, state_dir
+from glcleanup.journal.store import now_iso
+from glcleanup.paths import lock_dir
 
 
 def lock_path(rails_host: str, project: str) -> Path:
     key = f"{rails_host.strip().lower()}\n{project.strip().lower()}".encode()
-    return state_dir() / "locks" / f"{hashlib.sha256(key).hexdigest()[:32]}.lock"
+    return lock_dir() / f"{hashlib.sha256(key).hexdigest()[:32]}.lock"
 
 
 @contextlib.contextmanager

@@ -18,25 +18,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from glcleanup.errors import GlcleanupError, NotFoundError, UsageError
+from glcleanup.errors import GlcleanupError, JournalError, NotFoundError, UsageError
+from glcleanup.paths import journal_dir
 
 FORMAT = 1
 # states a journal moves through; "recorded" means the transaction may or may not have committed
 RECORDED, APPLIED, ROLLED_BACK, UNDONE = "recorded", "applied", "rolled_back", "undone"
-
-
-class JournalError(GlcleanupError):
-    """The journal could not be written or read."""
-
-
-def state_dir() -> Path:
-    """glcleanup's local state: $XDG_STATE_HOME/glcleanup, else ~/.local/state/glcleanup."""
-    base = os.environ.get("XDG_STATE_HOME") or str(Path("~/.local/state").expanduser())
-    return Path(base) / "glcleanup"
-
-
-def journal_dir() -> Path:
-    return state_dir() / "journal"
 
 
 def now_iso() -> str:

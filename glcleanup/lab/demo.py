@@ -15,8 +15,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from tabulate import tabulate
-
 from glcleanup.lab.lab import Lab
 from glcleanup.lab.registry import free_port, list_tags
 from glcleanup.ops.check import CheckRequest, run_check
@@ -28,6 +26,7 @@ from glcleanup.stub.render import build_config
 from glcleanup.transport import LocalHost
 
 Say = Callable[[str], None]
+Table = Callable[[list[dict[str, Any]], list[str]], None]  # rows, columns: the CLI renders them
 DEMO_VERSION = "17.3.5"
 SETTLE = 3.0
 
@@ -70,8 +69,18 @@ def wait_for(predicate: Callable[[], bool], timeout: float, step: float = 0.1) -
     return predicate()
 
 
-def run_demo(say: Say, directory: Path | None = None, version: str = DEMO_VERSION) -> dict[str, Any]:
-    """Play the story; returns the facts it showed (tests assert on them)."""
+def _plain_table(say: Say) -> Table:
+    def show(rows: list[dict[str, Any]], columns: list[str]) -> None:
+        for row in rows:
+            say("   " + "  ".join(str(row.get(c)) for c in columns))
+
+    return show
+
+
+def run_demo(say: Say, directory: Path | None = None, version: str = DEMO_VERSION,
+             table: Table | None = None) -> dict[str, Any]:
+    """Play the story through `say` (lines) and `table` (rows); returns the facts it showed."""
+    table = table or _plain_table(say)
     facts: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="glcleanup-demo-") as tmp, _demo_state(Path(tmp)):
         lab = Lab(directory or Path(tmp) / "lab", version=version)
@@ -91,8 +100,7 @@ def run_demo(say: Say, directory: Path | None = None, version: str = DEMO_VERSIO
             say("\n== 3. glcleanup scan --registry-log <registry log>")
             report = scan(settings, ScanRequest(source="all", registry_logs=[str(lab.registry_log)]))
             facts["scan"] = report.to_json()
-            rows = [[r["id"], r["path"], r["status"], ",".join(r["sources"])] for r in report.repositories]
-            say(tabulate(rows, headers=["id", "path", "status", "sources"]))
+            table(report.repositories, ["id", "path", "status", "sources"])
             for loop in report.loops:
                 say(f"   loop: {loop['path']}: {loop['requests']} DELETEs, {loop['per_minute']}/min, "
                     f"codes {loop['codes']}, from {loop['user_agent']}")

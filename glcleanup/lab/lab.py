@@ -27,11 +27,12 @@ from urllib.parse import quote
 
 import requests
 
-from glcleanup.errors import GlcleanupError, UsageError
+from glcleanup.errors import LabError, UsageError
 from glcleanup.lab import schema
 from glcleanup.lab.registry import RegistryProcess, free_port, wait_port
 from glcleanup.lab.seed import DemoInstance, seed_demo
 from glcleanup.lab.worker import DeletionWorker
+from glcleanup.paths import lab_dir
 
 if TYPE_CHECKING:
     from glcleanup.lab.api import GitLabApiServer
@@ -53,14 +54,9 @@ exec {ruby} {runner} "$@"
 """
 
 
-class LabError(GlcleanupError):
-    """The lab could not be started, found or stopped."""
-
-
 def default_dir() -> Path:
     """$XDG_STATE_HOME/glcleanup/lab (fallback ~/.local/state/glcleanup/lab)."""
-    base = os.environ.get("XDG_STATE_HOME") or str(Path("~/.local/state").expanduser())
-    return Path(base) / "glcleanup" / "lab"
+    return lab_dir()
 
 
 def _cmdline(pid: int) -> str | None:

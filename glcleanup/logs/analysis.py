@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from glcleanup import gitlab_facts
 from glcleanup.errors import NotFoundError, UsageError
 from glcleanup.logs import reader as logs_agent
 from glcleanup.transport import Host, LocalHost
@@ -192,8 +193,8 @@ def source_entry(spec: str, summary: dict[str, Any]) -> dict[str, Any]:
 
 
 def _failed(status: int) -> bool:
-    """GitLab counts any 2xx and 404 as a successful delete; everything else is retried."""
-    return not (200 <= status < 300 or status == 404)
+    """What GitLab does not count as a successful delete is retried."""
+    return not gitlab_facts.delete_counts_as_success(status)
 
 
 def loops_from(spec: str, groups: list[list[Any]]) -> list[dict[str, Any]]:

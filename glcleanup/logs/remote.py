@@ -18,12 +18,12 @@ from typing import Any
 from glcleanup.errors import ConnectError, NotFoundError
 from glcleanup.logs import reader as logs_agent
 from glcleanup.transport import Host
+from glcleanup.transport.sh import FILE_SIZE, run_script
 
 AGENT_SH = (
     'for py in python3 /opt/gitlab/embedded/bin/python3; do '
     'if command -v "$py" >/dev/null 2>&1; then exec "$py" - "$@"; fi; done; exit 127'
 )
-SIZE_SH = 'test -r "$1" || { echo "cannot read $1" >&2; exit 2; }; wc -c < "$1"'
 READ_SH = 'tail -c +"$2" -- "$1" | head -c "$3"'
 GREP_SH = ('tail -c +"$2" -- "$1" | { if [ "$3" = 1 ]; then IFS= read -r _; fi; grep -a -F DELETE; } '
            '| { gzip -c -1 2>/dev/null || cat; }')
@@ -39,7 +39,7 @@ def agent_source() -> bytes:
 def analyze_remote(host: Host, path: str, since: float | None) -> dict[str, Any]:
     """Summary of the window, computed on `host`; falls back to POSIX tools without python3."""
     since_arg = "all" if since is None else repr(float(since))
-    result = host.run(["sh", "-c", AGENT_SH, "sh", path, since_arg], stdin=agent_source(), timeout=TIMEOUT)
+    result = run_script(host, AGENT_SH, path, since_arg, stdin=agent_source(), timeout=TIMEOUT)
     if result.exit_code == 127:
         return analyze_with_shell(host, path, since)
     try:
@@ -61,7 +61,7 @@ class ShellReader:
         self.host, self.path = host, path
 
     def size(self) -> int:
-        result = self.host.run(["sh", "-c", SIZE_SH, "sh", self.path], timeout=TIMEOUT)
+        result = run_script(self.host, FILE_SIZE, self.path, timeout=TIMEOUT)
         if result.exit_code != 0:
             raise NotFoundError(f"cannot read {self.path} on {self.host.name}: {result.error_text.strip()}")
         return int(result.text.strip() or 0)
@@ -69,13 +69,12 @@ class ShellReader:
     def __call__(self, offset: int, length: int) -> bytes:
         if length <= 0:
             return b""
-        argv = ["sh", "-c", READ_SH, "sh", self.path, str(offset + 1), str(length)]
-        return self.host.run(argv, timeout=TIMEOUT).stdout
+        return run_script(self.host, READ_SH, self.path, str(offset + 1), str(length), timeout=TIMEOUT).stdout
 
     def delete_lines(self, offset: int, skip_partial: bool) -> bytes:
         """DELETE lines from `offset` on (a partial first line is skipped), decompressed."""
-        argv = ["sh", "-c", GREP_SH, "sh", self.path, str(offset + 1), "1" if skip_partial else "0"]
-        data = self.host.run(argv, timeout=TIMEOUT).stdout
+        skip = "1" if skip_partial else "0"
+        data = run_script(self.host, GREP_SH, self.path, str(offset + 1), skip, timeout=TIMEOUT).stdout
         if data[:2] == b"\x1f\x8b":
             try:
                 return gzip.decompress(data)
@@ -84,7 +83,7 @@ class ShellReader:
         return data
 
     def disk_free(self) -> int | None:
-        fields = self.host.run(["sh", "-c", DF_SH, "sh", self.path], timeout=TIMEOUT).text.split()
+        fields = run_script(self.host, DF_SH, self.path, timeout=TIMEOUT).text.split()
         return int(fields[3]) * 1024 if len(fields) >= 4 and fields[3].isdigit() else None
 
 

@@ -19,8 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from glcleanup.errors import ConnectError, GlcleanupError
-from glcleanup.journal.store import state_dir
+from glcleanup.paths import evidence_dir
 from glcleanup.transport import Host
+from glcleanup.transport.sh import file_size, run_script
 
 O_ACCMODE, O_APPEND = 0o3, 0o2000
 
@@ -36,7 +37,6 @@ done
 exit 0
 """
 HEAD_SH = 'head -c "$2" -- "$1"'
-SIZE_SH = 'wc -c < "$1"'
 
 LOG_OPTS_FIX = """\
 Stop the log from filling the disk again (docker json-file rotation):
@@ -91,7 +91,7 @@ class TruncateTarget:
 
 def find_writers(host: Host, path: str) -> list[Writer]:
     """Processes with `path` open for writing (own processes only unless run as root)."""
-    result = host.run(["sh", "-c", WRITERS_SH, "sh", path], timeout=120)
+    result = run_script(host, WRITERS_SH, path, timeout=120)
     writers = []
     for line in result.text.splitlines():
         parts = line.split(None, 3)
@@ -113,7 +113,7 @@ def plan(host: Host, sources: list[dict[str, Any]]) -> list[TruncateTarget]:
 
 def save_evidence(report: dict[str, Any], targets: list[TruncateTarget], host_name: str) -> Path:
     """Keep the evidence summary next to glcleanup's state before anything is emptied."""
-    folder = state_dir() / "evidence"
+    folder = evidence_dir()
     folder.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
     path = folder / f"logs-{stamp}.json"
@@ -124,8 +124,8 @@ def save_evidence(report: dict[str, Any], targets: list[TruncateTarget], host_na
 
 
 def _size(host: Host, path: str) -> int:
-    result = host.run(["sh", "-c", SIZE_SH, "sh", path], timeout=60)
-    return int(result.text.strip() or 0) if result.exit_code == 0 else -1
+    size = file_size(host, path)
+    return -1 if size is None else size
 
 
 def truncate(host: Host, target: TruncateTarget, settle: float = 1.0) -> dict[str, Any]:
@@ -134,7 +134,7 @@ def truncate(host: Host, target: TruncateTarget, settle: float = 1.0) -> dict[st
     if result.exit_code != 0:
         raise GlcleanupError(f"truncate {target.path} on {host.name} failed: {result.error_text.strip()}")
     time.sleep(settle)
-    head = host.run(["sh", "-c", HEAD_SH, "sh", target.path, "4096"], timeout=60)
+    head = run_script(host, HEAD_SH, target.path, "4096", timeout=60)
     if head.exit_code != 0:
         raise ConnectError(f"cannot re-read {target.path} on {host.name}: {head.error_text.strip()}")
     nul_fill = head.stdout[:1] == b"\x00"

@@ -34,11 +34,11 @@ from typing import Any, cast
 import nagiosplugin
 
 from glcleanup.errors import GlcleanupError, UsageError
+from glcleanup.gitlab_facts import LOOPING_STATES
 from glcleanup.logs import analysis as logs
 from glcleanup.settings import Settings
 from glcleanup.transport import open_host
 
-LOOPING_STATES = ("delete_scheduled", "delete_ongoing")
 STATUSES = ("delete_scheduled", "delete_ongoing", "delete_failed", "unknown")
 SOURCES = ("api", "rails", "all", "none")
 # Nagios' service-state severity (what Nagios and Icinga use for "worst"): CRITICAL above UNKNOWN.
@@ -472,7 +472,7 @@ def run_check(settings: Settings, request: CheckRequest) -> CheckReport:
 
 
 def _memory_path(settings: Settings) -> Path:
-    from glcleanup.journal.store import state_dir
+    from glcleanup.paths import state_dir
 
     key = hashlib.sha256(f"{settings.url}|{settings.rails_host}".encode()).hexdigest()[:16]
     return state_dir() / "check" / f"seen-{key}.json"

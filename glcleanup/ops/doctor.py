@@ -6,13 +6,14 @@ is not a failure). The registry section tells whether GitLab would loop against 
 
 from __future__ import annotations
 
-import importlib
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from glcleanup.errors import GlcleanupError
+from glcleanup import gitlab_facts
+from glcleanup.errors import CheckFailed, CheckSkipped, GlcleanupError
+from glcleanup.gitlab import api as gitlab_api
+from glcleanup.gitlab import rails
 from glcleanup.ops import probe as registry
 from glcleanup.settings import Settings
 from glcleanup.transport import open_host
@@ -35,7 +36,7 @@ def _check(settings: Settings, name: str, fn: Callable[[], str]) -> dict[str, An
     """Run one check; any failure becomes ok=false with a one-line, token-free detail."""
     try:
         return {"name": name, "ok": True, "detail": settings.redact(fn())}
-    except _Skip as skip:
+    except CheckSkipped as skip:
         return {"name": name, "ok": True, "skipped": True, "detail": str(skip)}
     except GlcleanupError as exc:
         return {"name": name, "ok": False, "detail": settings.redact(str(exc))}
@@ -43,74 +44,51 @@ def _check(settings: Settings, name: str, fn: Callable[[], str]) -> dict[str, An
         return {"name": name, "ok": False, "detail": settings.redact(f"{type(exc).__name__}: {exc}")}
 
 
-class _Skip(Exception):
-    """The setting this check needs is not configured."""
-
-
-class _Failed(GlcleanupError):
-    """A check ran and the answer is no."""
-
-
 def check_api(settings: Settings, facts: dict[str, Any]) -> str:
     """Token accepted (`gl.auth()`) and an admin's (`gl.user.is_admin`): what scan/stop-loop need."""
     if not settings.url:
-        raise _Skip("skipped: no --url / GITLAB_URL")
+        raise CheckSkipped("skipped: no --url / GITLAB_URL")
     settings.require_api()
-    try:
-        api: Any = importlib.import_module("glcleanup.gitlab.api")
-    except ModuleNotFoundError as exc:  # gitlab_api.py not in this build: python-gitlab directly
-        if exc.name != "glcleanup.gitlab.api":
-            raise
-        api = None
-    if api is not None:
-        gl = api.connect(settings)  # authenticates
-        version = api.server_version(gl)
-    else:
-        import gitlab
-
-        gl = gitlab.Gitlab(settings.url, private_token=settings.token, ssl_verify=settings.ssl_verify,
-                           timeout=30)
-        gl.auth()
-        version = gl.version()[0]
+    gl = gitlab_api.connect(settings)  # authenticates
+    version = gitlab_api.server_version(gl)
     facts["gitlab_version"] = version
     user = gl.user
+    name = getattr(user, "username", "?")
     if not getattr(user, "is_admin", False):
-        raise _Failed(f"token of {user.username} works on GitLab {version} but is not an admin's: "
-                      "scan and stop-loop need an admin token")
-    return f"{user.username} (admin) on GitLab {version}"
+        raise CheckFailed(f"token of {name} works on GitLab {version} but is not an admin's: "
+                          "scan and stop-loop need an admin token")
+    return f"{name} (admin) on GitLab {version}"
 
 
 def check_rails(settings: Settings, facts: dict[str, Any]) -> str:
     if not settings.rails_host:
-        raise _Skip("skipped: no --rails-host")
-    rails: Any = importlib.import_module("glcleanup.gitlab.rails")
-    if not hasattr(rails, "ping"):
-        raise _Skip("skipped: this build has no runner ping")
+        raise CheckSkipped("skipped: no --rails-host")
     result = rails.ping(settings)
     facts.setdefault("gitlab_version", result.get("gitlab_version"))
+    facts["retry_cap"] = result.get("retry_cap")
     return (f"`{settings.rails_runner}` booted on {settings.rails_host}: GitLab {result.get('gitlab_version')}, "
             f"{result.get('repositories')} container repositories")
 
 
 def check_registry_host(settings: Settings) -> str:
     if not settings.registry_host:
-        raise _Skip("skipped: no --registry-host (logs and stub default to this machine)")
+        raise CheckSkipped("skipped: no --registry-host (logs and stub default to this machine)")
     host = open_host(settings.registry_host, settings.ssh_options)
     try:
         result = host.run(["uname", "-n"], timeout=60)
     finally:
         host.close()
     if result.exit_code != 0:
-        raise _Failed(f"`uname -n` failed on {settings.registry_host}: {result.error_text.strip()}")
+        raise CheckFailed(f"`uname -n` failed on {settings.registry_host}: {result.error_text.strip()}")
     return f"reachable: {result.text.strip()}"
 
 
 def check_registry_url(settings: Settings) -> str:
     if not settings.registry_url:
-        raise _Skip("skipped: no --registry-url")
+        raise CheckSkipped("skipped: no --registry-url")
     answer = registry.ping(settings.registry_url, settings.ssl_verify)
     if not answer["ok"]:
-        raise _Failed(f"GET /v2/ answered {answer['status']} (GitLab needs 200)")
+        raise CheckFailed(f"GET /v2/ answered {answer['status']} (GitLab needs 200)")
     kind = "GitLab container registry" if answer["gitlab_registry"] else "third-party registry (not GitLab's)"
     return f"GET /v2/ {answer['status']}, {answer['api_version'] or 'no API version header'}; {kind}"
 
@@ -134,20 +112,14 @@ def diagnose(settings: Settings) -> DoctorReport:
         report.checks.append({"name": "registry_tag_delete", "ok": not report.registry["loop_risk"],
                               "detail": report.registry["explanation"]})
     if facts.get("gitlab_version"):
-        report.registry["gitlab_version"] = facts["gitlab_version"]
-        report.registry["retry_cap"] = retry_cap(str(facts["gitlab_version"]))
+        version = str(facts["gitlab_version"])
+        # the runner knows the 17.5 flag; the API alone does not
+        cap = facts.get("retry_cap") or gitlab_facts.retry_cap(version)
+        report.registry["gitlab_version"] = version
+        report.registry["retry_cap"] = str(cap)
+        if report.registry.get("fixes"):
+            report.registry["fixes"] = registry.fixes(cap)
     return report
-
-
-def retry_cap(version: str) -> str:
-    """Whether this GitLab ends a failing deletion: `yes` (17.6+), `flag` (17.5, off by default), `none`."""
-    numbers = re.match(r"(\d+)\.(\d+)", version)
-    if not numbers:
-        return "unknown"
-    major_minor = (int(numbers.group(1)), int(numbers.group(2)))
-    if major_minor >= (17, 6):
-        return "yes"
-    return "flag" if major_minor == (17, 5) else "none"
 
 
 __all__ = ["DoctorReport", "diagnose"]

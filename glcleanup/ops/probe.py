@@ -16,15 +16,17 @@ from typing import Any
 import requests
 
 from glcleanup import __version__ as _version
+from glcleanup import gitlab_facts
 from glcleanup.errors import ConnectError
 
 USER_AGENT = f"glcleanup/{_version} (GitLab probe replay)"
 TIMEOUT = 15.0
 Verify = bool | str
 
+UPGRADE_FIX = ("upgrade GitLab to 17.6 or later: a failing deletion stops after 10 tries (delete_failed) instead "
+               "of looping forever")
 FIXES = [
-    "upgrade GitLab to 17.6 or later: a failing deletion stops after 10 tries (delete_failed) instead of "
-    "looping forever",
+    UPGRADE_FIX,
     "upgrade the registry to Distribution v3 (3.1.1 or later), which deletes by tag, or move to GitLab's "
     "container registry",
     "meanwhile, `glcleanup stub on --mode proxy` answers the probe with 404 so GitLab deletes by digest "
@@ -40,11 +42,6 @@ def _error_code(resp: requests.Response) -> str | None:
         return str(errors[0].get("code")) if errors else None
     except (ValueError, AttributeError, IndexError):
         return None
-
-
-def gitlab_counts_success(status: int) -> bool:
-    """`delete_if_exists`: any 2xx, or 404, is a successful delete for GitLab."""
-    return 200 <= status < 300 or status == 404
 
 
 def _call(session: requests.Session, method: str, url: str, verify: Verify) -> requests.Response:
@@ -82,7 +79,7 @@ def probe(url: str, verify: Verify = True) -> dict[str, Any]:
     allow = options.headers.get("Allow", "")
     says_yes = 200 <= options.status_code < 300 and "DELETE" in allow.upper()
     code = _error_code(delete)
-    success = gitlab_counts_success(delete.status_code)
+    success = gitlab_facts.delete_counts_as_success(delete.status_code)
     probe_doc = {"request": "OPTIONS /v2/name/manifests/tag", "status": options.status_code, "allow": allow,
                  "supports_tag_delete": says_yes}
     delete_doc = {"request": f"DELETE /v2/{name}/manifests/{tag}", "status": delete.status_code,
@@ -107,7 +104,7 @@ def explain(says_yes: bool, status: int, code: str | None, auth: bool) -> str:
     if not says_yes:
         return ("the probe is refused, so GitLab uses its digest-based delete path, which this registry "
                 "supports: no tag-delete loop")
-    if gitlab_counts_success(status):
+    if gitlab_facts.delete_counts_as_success(status):
         return f"the probe says yes and a tag DELETE answers {status}, which GitLab counts as success: no loop"
     if status == 405 or code == "UNSUPPORTED":
         return ("deletes are disabled on this registry (storage.delete.enabled: false, 405 UNSUPPORTED), yet "
@@ -122,4 +119,11 @@ def explain(says_yes: bool, status: int, code: str | None, auth: bool) -> str:
             + ": GitLab treats that as a failed deletion and retries it")
 
 
-__all__ = ["FIXES", "explain", "gitlab_counts_success", "ping", "probe"]
+def fixes(cap: str | None) -> list[str]:
+    """The permanent fixes in order, without the upgrade when this GitLab already caps retries."""
+    if cap in (gitlab_facts.RetryCap.NATIVE, gitlab_facts.RetryCap.FEATURE_FLAG):
+        return [f for f in FIXES if f != UPGRADE_FIX]
+    return list(FIXES)
+
+
+__all__ = ["FIXES", "explain", "fixes", "ping", "probe"]

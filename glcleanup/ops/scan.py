@@ -10,16 +10,16 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from glcleanup import validate
+from glcleanup import gitlab_facts, validate
 from glcleanup.errors import UsageError
 from glcleanup.gitlab import api as gitlab_api
 from glcleanup.gitlab.rails import runner_from_settings
+from glcleanup.gitlab_facts import LOOPING_STATES
 from glcleanup.logs import analysis as logs
 from glcleanup.settings import Settings
 from glcleanup.transport import open_host
 
 SOURCES = ("api", "rails", "all")
-LOOPING_STATES = ("delete_scheduled", "delete_ongoing")
 
 
 @dataclass
@@ -111,9 +111,9 @@ def scan(settings: Settings, request: ScanRequest, progress: gitlab_api.Progress
     if use_api:
         settings.require_api()
         gl = gitlab_api.connect(settings)
-        report.gitlab["version"] = gitlab_api.server_version(gl)
         api = gitlab_api.scan_repositories(gl, projects=request.projects or None, group=request.group,
                                            progress=progress)
+        report.gitlab["version"] = api.version
         rows["api"] = [dict(r, sources=["api"]) for r in api.repositories]
         report.warnings.extend(api.warnings)
     if use_rails:
@@ -122,7 +122,8 @@ def scan(settings: Settings, request: ScanRequest, progress: gitlab_api.Progress
         report.gitlab["retry_cap"] = result.get("retry_cap")
         rows["rails"] = [dict(r, sources=["rails"]) for r in result.get("repositories", [])]
         report.cleanup_policies = list(result.get("cleanup_policies", []))
-        if result.get("retry_cap") == "none" and any(r["status"] in LOOPING_STATES for r in rows["rails"]):
+        looping = any(r["status"] in LOOPING_STATES for r in rows["rails"])
+        if looping and gitlab_facts.loops_forever(result.get("retry_cap")):
             report.warnings.append(
                 f"GitLab {result.get('gitlab_version')} has no deletion retry cap (17.6+): a failing deletion "
                 "retries forever; see `glcleanup stop-loop`"

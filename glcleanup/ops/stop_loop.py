@@ -1,4 +1,4 @@
-"""`stop-loop` and `undo`: stop a deletion loop in the database, journaled, verified, reversible.
+"""`stop-loop`: stop a deletion loop in the database, journaled, verified, reversible.
 
 One runner boot does plan, journal, apply and verify (stop_loop.rb), because a real Rails
 boot costs 30-90 s and the race with running workers must be watched from inside. Python's
@@ -8,18 +8,17 @@ arrives (before Ruby changes anything), and say precisely what state a failure l
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-import requests
-
 from glcleanup import validate
-from glcleanup.errors import ConnectError, GlcleanupError, RunnerError, UsageError
+from glcleanup.errors import ConnectError, GlcleanupError, JournalError, RunnerError, UsageError
 from glcleanup.gitlab.rails import RailsRunner, runner_from_settings
 from glcleanup.journal.lock import project_lock
-from glcleanup.journal.store import APPLIED, ROLLED_BACK, UNDONE, Journal, JournalError, ensure_writable, now_iso
-from glcleanup.journal.store import latest_for_undo as _latest
+from glcleanup.journal.store import APPLIED, ROLLED_BACK, Journal, ensure_writable, now_iso
+from glcleanup.ops.leftovers import registry_leftovers
 from glcleanup.settings import Settings, redact
 
 MODES = ("done", "failed")
@@ -102,7 +101,7 @@ class _JournalSink:
         self.meta = meta
         self.project = project
         self.journal: Journal | None = None
-        self.unsaved = False  # the journal line arrived but could not be written
+        self.unsaved: str | None = None  # the journal that arrived but could not be written
         self.applied = False
 
     def __call__(self, event: dict[str, Any]) -> None:
@@ -110,12 +109,8 @@ class _JournalSink:
             journal = Journal.new("stop-loop", self.project, {**self.meta, **event["journal"]})
             try:
                 journal.save()
-            except JournalError as exc:  # last resort: the rows must not be lost
-                import json
-                import sys
-
-                self.unsaved = True
-                sys.stderr.write(f"glcleanup: {exc}; the journal follows:\n{json.dumps(journal.data)}\n")
+            except JournalError:  # last resort: the rows must not be lost, the CLI prints them
+                self.unsaved = json.dumps(journal.data)
                 raise
             self.journal = journal
         elif self.journal is not None and ("applied" in event or "reapplied" in event):
@@ -147,7 +142,10 @@ def _fault(exc: GlcleanupError, sink: _JournalSink, project: str) -> GlcleanupEr
     else:
         state = (f"the changes MAY have been committed (the transaction is all or nothing): {check}; "
                  f"journal {sink.path} (`glcleanup undo {sink.path}` puts back whatever was changed)")
-    return type(exc)(f"{exc} -- {state}")
+    fault = type(exc)(f"{exc} -- {state}")
+    if sink.unsaved:
+        fault.details = f"the journal that could not be saved:\n{sink.unsaved}"
+    return fault
 
 
 def _run_once(runner: RailsRunner, request: StopLoopRequest, meta: dict[str, Any]) -> StopLoopReport:
@@ -224,118 +222,3 @@ def _add_warnings(report: StopLoopReport, request: StopLoopRequest) -> None:
         report.warnings.append(
             "a target row is back in delete_scheduled/delete_ongoing after verification: a worker keeps "
             "writing it back; retry with a longer --settle, or stop Sidekiq (gitlab-ctl stop sidekiq) and retry")
-
-
-# --- what `done` leaves in the registry --------------------------------------------------------------
-MANIFEST_ACCEPT = ", ".join([
-    "application/vnd.docker.distribution.manifest.v2+json",
-    "application/vnd.docker.distribution.manifest.list.v2+json",
-    "application/vnd.oci.image.manifest.v1+json",
-    "application/vnd.oci.image.index.v1+json",
-])
-MAX_TAGS = 200
-GC_HINT = ("the rows are gone but the images stay in the registry: delete each digest "
-           "(DELETE /v2/<path>/manifests/<digest>), then run the registry's garbage collector "
-           "(`registry garbage-collect --delete-untagged /etc/docker/registry/config.yml`)")
-
-
-def registry_leftovers(url: str | None, paths: list[str], timeout: float = 10.0) -> dict[str, Any]:
-    """Paths whose rows were removed, with tags and digests when the registry answers without auth."""
-    out: dict[str, Any] = {"registry_url": url, "repositories": [{"path": p} for p in paths], "note": GC_HINT}
-    if not paths:
-        return out
-    if not url:
-        out["error"] = "no --registry-url: tags and digests not listed"
-        return out
-    base = url.rstrip("/")
-    with requests.Session() as session:
-        session.headers["User-Agent"] = "glcleanup (leftover listing)"
-        for entry in out["repositories"]:
-            try:
-                _list_repository(session, base, entry, timeout)
-            except requests.RequestException as exc:
-                out["error"] = f"registry at {base} unreachable: {type(exc).__name__}"
-                break
-    return out
-
-
-def _list_repository(session: requests.Session, base: str, entry: dict[str, Any], timeout: float) -> None:
-    resp = session.get(f"{base}/v2/{entry['path']}/tags/list", timeout=timeout)
-    if resp.status_code == 401:
-        entry["error"] = "the registry needs authentication (401): list with registry credentials"
-        return
-    if resp.status_code == 404:
-        entry["tags"] = []
-        return
-    if not resp.ok:
-        entry["error"] = f"tags/list answered {resp.status_code}"
-        return
-    try:
-        tags = [str(t) for t in (resp.json().get("tags") or [])]
-    except (ValueError, AttributeError):
-        entry["error"] = "tags/list answered something that is not JSON"
-        return
-    entry["tags"] = []
-    for tag in sorted(tags)[:MAX_TAGS]:
-        head = session.head(f"{base}/v2/{entry['path']}/manifests/{tag}", timeout=timeout,
-                            headers={"Accept": MANIFEST_ACCEPT})
-        entry["tags"].append({"tag": tag, "digest": head.headers.get("Docker-Content-Digest") if head.ok else None})
-    if len(tags) > MAX_TAGS:
-        entry["truncated"] = len(tags)
-
-
-# --- undo ----------------------------------------------------------------------------------------------
-_UNDO_KEYS = ("project", "columns", "changes", "rows", "after", "policies", "policies_after")
-
-
-@dataclass
-class UndoReport:
-    journal: str
-    result: dict[str, Any]
-    state: str
-    warnings: list[str] = field(default_factory=list)
-
-    @property
-    def applied(self) -> bool:
-        return bool(self.result.get("applied"))
-
-    def to_json(self) -> dict[str, Any]:
-        return {"journal": self.journal, "project": self.result.get("project", {}).get("full_path"),
-                "restore": self.result.get("restore", []), "applied": self.applied,
-                "exact": self.result.get("exact"), "mismatches": self.result.get("mismatches", []),
-                "journal_state": self.state, "warnings": self.warnings}
-
-
-def undo(settings: Settings, journal_path: str | None, apply: bool) -> UndoReport:
-    """Dry-run by default; with `apply`, restore the journaled rows in one transaction and mark it undone."""
-    journal = Journal.load(journal_path) if journal_path else _latest()
-    data = journal.data
-    if journal.state == UNDONE:
-        raise JournalError(f"{journal.path} was already undone at {data.get('undone_at')}; nothing changed")
-    if journal.state == ROLLED_BACK:
-        raise JournalError(f"{journal.path}: that run was rolled back and changed nothing; nothing to undo")
-    project = validate.project_path(str(data.get("project", {}).get("full_path") or data.get("project_path")))
-    host = settings.rails_host or str(data.get("rails_host") or "")
-    command = settings.rails_runner if settings.rails_host else str(data.get("rails_runner") or settings.rails_runner)
-    runner = runner_from_settings(replace(settings, rails_host=host, rails_runner=command))
-    params = {"journal": {k: data[k] for k in _UNDO_KEYS if k in data}, "apply": apply}
-    try:
-        with project_lock(host, project, "undo"):
-            result: dict[str, Any] = runner.run("undo", params)
-            if result.get("never_applied"):
-                data.update(state=ROLLED_BACK, checked_at=now_iso())
-                journal.save()
-            elif apply and result.get("applied"):
-                data.update(state=UNDONE, undone_at=now_iso(), undo_result={
-                    "exact": result.get("exact"), "mismatches": result.get("mismatches")})
-                journal.save()
-    finally:
-        runner.host.close()
-    report = UndoReport(str(journal.path), result, journal.state)
-    if result.get("never_applied"):
-        report.warnings.append("the journaled change was never committed (every row is as journaled): "
-                               "nothing to undo; the journal is marked rolled back")
-    elif any(e.get("to") in ("delete_scheduled", "delete_ongoing") for e in result.get("restore", [])):
-        report.warnings.append("restored rows in delete_scheduled/delete_ongoing are picked up by GitLab's "
-                               "deletion worker again: the loop resumes unless the registry was fixed")
-    return report

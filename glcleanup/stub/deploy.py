@@ -18,25 +18,19 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from glcleanup import __version__
-from glcleanup.errors import ConnectError, GlcleanupError, StubError
-from glcleanup.stub.remote import (
+from glcleanup.errors import ConnectError, GlcleanupError, StubctlExit, StubError
+from glcleanup.stub.control import deploy_word, quote_argv, sh_check, stubctl, tail_text
+from glcleanup.stub.preflight import (
     busy_ports,
     check_cert_key,
     check_dir,
     compose_command,
-    deploy_word,
     missing_tools,
-    probes_for,
-    quote_argv,
-    registry_answers,
-    sh_check,
-    stubctl,
-    tail_text,
-    verify,
     wait_ports_free,
 )
 from glcleanup.stub.render import Listen, StubConfig, render_env, render_nginx, stub_file
 from glcleanup.stub.status import StubStatus, iso, parse_access_line, read_status
+from glcleanup.stub.verify import probes_for, registry_answers, verify
 from glcleanup.transport import Host
 
 GUARD_SECONDS = 240.0        # longer than a slow stop + port wait + start + verify
@@ -288,7 +282,7 @@ def _activate(host: Host, config: StubConfig, state: dict[str, Any], guard: floa
              "pid": int(pid) if pid.isdigit() else None, "container": None if pid.isdigit() else pid}
     host.put(json.dumps(final, indent=2).encode() + b"\n", f"{d}/state.json.confirmed", 0o600)
     confirmed = stubctl(host, "confirm", d, iso(since), until, pid, timeout=30)
-    if confirmed.exit_code == 76:
+    if confirmed.exit_code == StubctlExit.NOT_ON:
         raise StubError(f"the guard on {host.name} already restored the registry (took longer than {guard:.0f} s)")
     _must(confirmed, "cannot confirm the stub")
 
@@ -312,7 +306,7 @@ def _rollback(host: Host, directory: str, state: dict[str, Any], guard: float, s
         if result.exit_code == 0:
             return "rolled back: stub stopped" + (", registry started again" if state.get("start_registry") else "") \
                 + ", state removed"
-        if result.exit_code == 71:
+        if result.exit_code == StubctlExit.START_REGISTRY_FAILED:
             return (f"rolled back the stub, but --start-registry failed: {tail_text(result)}; start the registry "
                     f"by hand, then run `stub off --dir {directory} --yes`")
         return f"rollback failed ({tail_text(result)}); run `stub off --dir {directory} --yes`"
@@ -367,10 +361,10 @@ def stub_off(host: Host, directory: str, *, apply: bool, registry_url: str | Non
         return result
     say("stopping the stub and restoring the registry")
     restored = stubctl(host, *_restore_args(state, directory, "off"), timeout=COMMAND_TIMEOUT + 60)
-    if restored.exit_code == 71:
+    if restored.exit_code == StubctlExit.START_REGISTRY_FAILED:
         raise StubError(f"the stub is stopped, but --start-registry failed: {tail_text(restored)}; fix it and run "
                         "`stub off` again (it retries the start command)")
-    if restored.exit_code == 75:
+    if restored.exit_code == StubctlExit.BUSY:
         raise StubError("another restore (the watcher?) is running in the same --dir; try again in a minute")
     if restored.exit_code != 0:
         raise StubError(f"could not stop the stub: {tail_text(restored)}")

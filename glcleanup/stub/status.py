@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from glcleanup.errors import StubError
-from glcleanup.stub.remote import parse_status_lines, stubctl, tail_text
+from glcleanup.stub.control import parse_status_lines, stubctl, tail_text
 from glcleanup.transport import Host
 
 _ACCESS_LINE = re.compile(r'^(\S+) \S+ \S+ \[([^\]]+)\] "(\S+) (\S+)[^"]*" (\d{3}) \S+ "[^"]*" "([^"]*)"')

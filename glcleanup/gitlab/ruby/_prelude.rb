@@ -84,6 +84,22 @@ module Glcleanup
   end
 
   def self.version_info
-    { "gitlab_version" => Gitlab::VERSION, "columns" => ContainerRepository.column_names }
+    { "gitlab_version" => Gitlab::VERSION, "columns" => ContainerRepository.column_names, "retry_cap" => retry_cap }
+  end
+
+  # GitLab's behaviour per version, as glcleanup/gitlab_facts.py states it (sent with the parameters).
+  def self.facts
+    params.fetch("facts")
+  end
+
+  # The retry cap in effect, in gitlab_facts.RetryCap's words: native, feature_flag or none.
+  def self.retry_cap
+    rule = facts.fetch("retry_cap")
+    info = Gitlab.version_info
+    current = [info.major, info.minor]
+    return "native" if (current <=> rule.fetch("native_from")) >= 0
+    return "none" if (current <=> rule.fetch("flag_from")).negative?
+
+    Feature.enabled?(rule.fetch("flag").to_sym) ? "feature_flag" : "none"
   end
 end

@@ -6,7 +6,6 @@
 #   cleanup_policies: rows whose cleanup-policy run is scheduled, unfinished or ongoing (they loop too).
 Glcleanup.main do |params|
   columns = ContainerRepository.column_names
-  retry_columns = Glcleanup.retry_columns?
 
   scope = ContainerRepository.all
   wanted = Array(params["projects"])
@@ -28,23 +27,14 @@ Glcleanup.main do |params|
       .merge("cleanup_policy_enabled" => repo.project.container_expiration_policy&.enabled ? true : false)
   end
 
-  deleting = scope.where(status: %i[delete_scheduled delete_ongoing delete_failed]).order(:id).to_a
-  cleaning = scope.where(expiration_policy_cleanup_status: %i[cleanup_scheduled cleanup_unfinished cleanup_ongoing])
-                  .order(:id).to_a
-
-  info = Gitlab.version_info
-  cap = if info.major > 17 || (info.major == 17 && info.minor >= 6)
-          "native"
-        elsif retry_columns && Feature.enabled?(:set_delete_failed_container_repository)
-          "feature_flag"
-        else
-          "none"
-        end
+  facts = Glcleanup.facts
+  deleting = scope.where(status: facts.fetch("deletion_states")).order(:id).to_a
+  cleaning = scope.where(expiration_policy_cleanup_status: facts.fetch("cleanup_looping_states")).order(:id).to_a
 
   {
     "gitlab_version" => Gitlab::VERSION,
     "columns" => columns,
-    "retry_cap" => cap,
+    "retry_cap" => Glcleanup.retry_cap,
     "repositories" => deleting.select(&in_group).map(&describe),
     "cleanup_policies" => cleaning.select(&in_group).map(&describe)
   }

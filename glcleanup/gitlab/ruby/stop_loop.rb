@@ -8,8 +8,8 @@
 #   {"applied": {...}}  the transaction committed; rows as we left them.
 #   {"reapplied": {...}} a running worker wrote a target row back; it was put back as we left it.
 # Result: {"plan", "applied", "verified", "rounds", "reapplied", "after", ...}; see glcleanup/stop_loop.py.
-LOOPING = %w[delete_scheduled delete_ongoing].freeze
-CLEANUP_LOOPING = %w[cleanup_scheduled cleanup_unfinished cleanup_ongoing].freeze
+LOOPING = Glcleanup.facts.fetch("looping_states").freeze
+CLEANUP_LOOPING = Glcleanup.facts.fetch("cleanup_looping_states").freeze
 
 module StopLoop
   module_function
@@ -39,14 +39,6 @@ module StopLoop
 
     count = repo.failed_deletion_count.to_i
     repo.update_columns(failed_deletion_count: count.clamp(0, max)) unless count.between?(0, max)
-  end
-
-  def retry_cap
-    info = Gitlab.version_info
-    return "native" if info.major > 17 || (info.major == 17 && info.minor >= 6)
-    return "feature_flag" if max_failures && Feature.enabled?(:set_delete_failed_container_repository)
-
-    "none"
   end
 
   # After the commit nobody may be listening (a cut connection closes our stdout): keep verifying anyway,
@@ -105,7 +97,7 @@ Glcleanup.main do |params|
   end
 
   result = {
-    "gitlab_version" => Gitlab::VERSION, "retry_cap" => StopLoop.retry_cap, "columns" => columns,
+    "gitlab_version" => Gitlab::VERSION, "retry_cap" => Glcleanup.retry_cap, "columns" => columns,
     "project" => { "id" => project.id, "full_path" => project.full_path },
     "mode" => mode, "plan" => plan, "applied" => false, "verified" => target_ids.empty?,
     "already_failed" => repos.select { |r| r.status == "delete_failed" }

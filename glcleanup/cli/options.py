@@ -1,34 +1,25 @@
-"""Shared CLI plumbing: the connection options every command takes, rendering, error mapping.
+"""The options every command takes (design.md §4), and the decorators that register commands.
 
-Commands are plain functions decorated with `@command(app)`: the decorator appends the
-design.md §4 options to the signature (so Typer shows them, with their env vars) and
-hands the command a resolved `Settings`. Errors become exit codes here and nowhere else.
+`@command(app, name)` appends the connection options to the function's signature (so Typer shows
+them, with their env vars), resolves them into a `Settings` and runs the command inside the one
+error handler. `@plain_command(app, name)` is the same handler for commands without settings (lab,
+demo, version).
 """
 
 from __future__ import annotations
 
 import functools
 import inspect
-import json
-import sys
-import traceback
 import typing
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from enum import StrEnum
+from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
 
 import typer
-from tabulate import tabulate
 
-from glcleanup.errors import ExitCode, GlcleanupError
-from glcleanup.settings import Settings, redact, resolve
+from glcleanup.cli.output import Output, handle_errors, wants_json
+from glcleanup.settings import Settings, resolve
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-
-class Output(StrEnum):
-    table = "table"
-    json = "json"
 
 
 CONNECTION = "Connection"
@@ -69,7 +60,7 @@ _COMMON_NAMES = {name for name, _, _ in _COMMON}
 _DEFAULTS = {"verbose": False}
 
 
-def command(app: typer.Typer, name: str | None = None, **kwargs: Any) -> Callable[[F], F]:
+def command(app: typer.Typer, name: str, **kwargs: Any) -> Callable[[F], F]:
     """Register `fn(settings: Settings, ...)` as a command taking the common options."""
 
     def decorate(fn: F) -> F:
@@ -88,15 +79,12 @@ def command(app: typer.Typer, name: str | None = None, **kwargs: Any) -> Callabl
         def wrapper(**values: Any) -> Any:
             common = {k: values.pop(k) for k in list(values) if k in _COMMON_NAMES}
             verbose = bool(common.get("verbose"))
-            try:
+            secrets: list[str | None] = []
+            with handle_errors(verbose, secrets):
                 out = common.pop("output")
                 settings = resolve(output=out.value if out else None, **common)
+                secrets.append(settings.token)
                 code = fn(settings, **values)
-            except GlcleanupError as exc:
-                fail(exc, verbose)
-            except KeyboardInterrupt:
-                typer.echo("glcleanup: interrupted", err=True)
-                raise typer.Exit(130) from None
             raise typer.Exit(int(code or 0))
 
         wrapper.__signature__ = sig.replace(parameters=params)  # type: ignore[attr-defined]
@@ -106,50 +94,22 @@ def command(app: typer.Typer, name: str | None = None, **kwargs: Any) -> Callabl
     return decorate
 
 
-def fail(exc: GlcleanupError, verbose: bool = False, *secrets: str | None) -> None:
-    """One clear line on stderr and the error's exit code (traceback only with -v)."""
-    if verbose:
-        traceback.print_exception(exc, file=sys.stderr)
-    message = redact(str(exc), *secrets)
-    typer.echo(f"glcleanup: error: {message}", err=True)
-    raise typer.Exit(int(exc.exit_code))
+def plain_command(app: typer.Typer, name: str, **kwargs: Any) -> Callable[[F], F]:
+    """Register `fn(...)` (no settings) under the one error handler; it returns an exit code or None."""
+
+    def decorate(fn: F) -> F:
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **values: Any) -> Any:
+            with handle_errors():
+                code = fn(*args, **values)
+            raise typer.Exit(int(code or 0))
+
+        app.command(name, **kwargs)(wrapper)
+        return fn
+
+    return decorate
 
 
-def wants_json(settings: Settings) -> bool:
-    if settings.output:
-        return settings.output == "json"
-    return not sys.stdout.isatty()
-
-
-def emit_json(document: Mapping[str, Any]) -> None:
-    """Exactly one JSON document on stdout."""
-    sys.stdout.write(json.dumps(document, indent=2, sort_keys=False, default=str) + "\n")
-
-
-def emit_table(rows: Iterable[Mapping[str, Any]], columns: Sequence[str], title: str | None = None,
-               empty: str = "(none)") -> None:
-    rows = list(rows)
-    if title:
-        typer.echo(title)
-    if not rows:
-        typer.echo(empty)
-        return
-    typer.echo(tabulate([[_cell(r.get(c)) for c in columns] for r in rows], headers=list(columns)))
-
-
-def _cell(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, list | tuple):
-        return ",".join(str(v) for v in value)
-    if isinstance(value, dict):
-        return " ".join(f"{k}:{v}" for k, v in value.items())
-    return str(value)
-
-
-def info(message: str) -> None:
-    """Progress for humans: stderr, so stdout stays machine-readable."""
-    typer.echo(message, err=True)
-
-
-__all__ = ["ExitCode", "Output", "command", "emit_json", "emit_table", "fail", "info", "wants_json"]
+def json_mode(settings: Settings) -> bool:
+    """The settings' `-o`, else whether stdout is a terminal."""
+    return wants_json(settings.output)
