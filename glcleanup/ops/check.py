@@ -34,12 +34,12 @@ from typing import Any, cast
 import nagiosplugin
 
 from glcleanup.errors import GlcleanupError, UsageError
-from glcleanup.gitlab_facts import LOOPING_STATES
+from glcleanup.gitlab_facts import DELETION_STATES, LOOPING_STATES, PARKED_STATE
 from glcleanup.logs import analysis as logs
 from glcleanup.settings import Settings
 from glcleanup.transport import open_host
 
-STATUSES = ("delete_scheduled", "delete_ongoing", "delete_failed", "unknown")
+STATUSES = (*DELETION_STATES, "unknown")  # `unknown`: an API without the status field
 SOURCES = ("api", "rails", "all", "none")
 # Nagios' service-state severity (what Nagios and Icinga use for "worst"): CRITICAL above UNKNOWN.
 _SEVERITY = {0: 0, 1: 1, 3: 2, 2: 3}
@@ -277,12 +277,12 @@ class _Gather:
             text = (f"{len(stuck)} repositories in {'/'.join(LOOPING_STATES)} for over {minutes} min "
                     f"({first['path']}, {first['status']}): run glcleanup scan --project {first['project']}")
         else:
-            waiting = counts["delete_scheduled"] + counts["delete_ongoing"]
+            waiting = sum(counts[state] for state in LOOPING_STATES)
             text = (f"no repository stuck in deletion over {minutes} min"
                     + (f" ({waiting} waiting)" if waiting else ""))
         self.metric("stuck_repositories", len(stuck), text)
-        failed = counts["delete_failed"]
-        first_failed = next((r for r in self.rows if r["status"] == "delete_failed"), None)
+        failed = counts[PARKED_STATE]
+        first_failed = next((r for r in self.rows if r["status"] == PARKED_STATE), None)
         self.metric("failed_repositories", failed,
                     f"{failed} repositories parked as delete_failed ({first_failed['path']} in "
                     f"{first_failed['project']}): run glcleanup doctor, and re-queue them once the registry "
