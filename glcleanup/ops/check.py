@@ -40,7 +40,7 @@ from glcleanup.paths import state_dir
 from glcleanup.settings import Settings
 from glcleanup.transport import open_host
 
-STATUSES = (*DELETION_STATES, "unknown")
+STATUSES = (*DELETION_STATES, "unknown")  # `unknown`: an API without the status field
 SOURCES = ("api", "rails", "all", "none")
 # Nagios' service-state severity (what Nagios and Icinga use for "worst"): CRITICAL above UNKNOWN.
 _SEVERITY = {0: 0, 1: 1, 3: 2, 2: 3}
@@ -283,7 +283,7 @@ class _Gather:
                     + (f" ({waiting} waiting)" if waiting else ""))
         self.metric("stuck_repositories", len(stuck), text)
         failed = counts[PARKED_STATE]
-        first_failed = next((r for r in self.rows if r["status"] == "delete_failed"), None)
+        first_failed = next((r for r in self.rows if r["status"] == PARKED_STATE), None)
         self.metric("failed_repositories", failed,
                     f"{failed} repositories parked as delete_failed ({first_failed['path']} in "
                     f"{first_failed['project']}): run glcleanup doctor, and re-queue them once the registry "
