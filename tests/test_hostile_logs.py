@@ -106,3 +106,18 @@ def test_the_shipped_reader_stops_when_glcleanup_goes_away(tmp_path: Path) -> No
             proc.wait()
     assert code == 3
     assert time.monotonic() - started < 2.0
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("unit", [b"method=DELETE ", b"method=DELETE .uri=/v2/a ",
+                                  b"method=DELETE .uri=/v2/a useragent=x "], ids=["method", "uri", "useragent"])
+def test_repeated_half_lines_cost_linear_time(tmp_path: Path, unit: bytes) -> None:
+    """class logs/backtracking: 4 MiB lines made of a DELETE line's first fields repeated (no status): the
+    app-log regex used to retry its lazy gaps from every occurrence (64 KiB took 19 s)."""
+    log = tmp_path / "registry.log"
+    line = unit * ((4 << 20) // len(unit)) + b"\n"
+    log.write_bytes(line + LOOP_LINE % 1 + line)
+    started = time.monotonic()
+    summary = reader.analyze_path(str(log), None)
+    assert time.monotonic() - started < BUDGET
+    assert summary["delete_lines"] == 1

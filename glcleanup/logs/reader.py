@@ -58,16 +58,19 @@ _CLF = re.compile(rb"\[(\d\d)/([A-Z][a-z]{2})/(\d{4}):(\d\d):(\d\d):(\d\d) ([+-]
 _TAI = re.compile(rb"@(4000[0-9a-f]{12})([0-9a-f]{8})")
 _MONTHS = {m: i + 1 for i, m in enumerate(
     (b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov", b"Dec"))}
-_URI = re.compile(rb'/v2/([^\s"\\?]+?)/(?:manifests|blobs)/[^\s"\\?]+')
+_URI = re.compile(rb'/v2/([^\s"\\?]{1,1024}?)/(?:manifests|blobs)/[^\s"\\?]+')  # bounded: linear on any line
 _APP_METHOD = re.compile(rb"method\W{0,6}DELETE\b")
 _APP_STATUS = re.compile(rb"response\s?\.\s?status\W{0,6}(\d{3})")
 _APP_UA = re.compile(rb'useragent(?:\\?")?\s*[=:]\s*(?:\\?"((?:[^"\\]|\\\\)*)|([^\s"\\]+))')
 _ACCESS = re.compile(  # "/v2/<path>/<kind>/<ref>", status, user agent of an access-log DELETE
     rb'"DELETE[ \t]+/v2/(\S+)[ \t]+HTTP/[\d.]+\\?"[ \t]*(\d{3})[ \t]+\S+[ \t]*\\?"[^"\n]*?"[ \t]*\\?"([^"\\\n]*)')
+# A gap between fields never runs past the next "method": with plain lazy gaps a hostile line holding
+# many "method=DELETE" and no ".uri" cost quadratic time (64 KiB took 19 s); stopped there, each match
+# attempt ends at the next candidate, so the cost is linear (8 MiB of such content: under 2 s).
 _APP = re.compile(  # logrus text or JSON (keys sorted): "/v2/<path>/<kind>/<ref>", quoted/plain agent, status
-    rb'method\\?"?[ \t]*[=:][ \t]*\\?"?DELETE\b[^\n]*?\.uri\\?"?[ \t]*[=:][ \t]*\\?"?/v2/([^\s"\\]+)'
-    rb'[^\n]*?useragent\\?"?[ \t]*[=:][ \t]*(?:\\?"([^"\\\n]*)|([^\s"\\,]+))'
-    rb'[^\n]*?status\\?"?[ \t]*[=:][ \t]*(\d{3})')
+    rb'method\\?"?[ \t]*[=:][ \t]*\\?"?DELETE\b(?:(?!method)[^\n])*?\.uri\\?"?[ \t]*[=:][ \t]*\\?"?/v2/([^\s"\\]+)'
+    rb'(?:(?!method)[^\n])*?useragent\\?"?[ \t]*[=:][ \t]*(?:\\?"([^"\\\n]*)|([^\s"\\,]+))'
+    rb'(?:(?!method)[^\n])*?status\\?"?[ \t]*[=:][ \t]*(\d{3})')
 _REPO = re.compile(r"\A(.+?)/(?:manifests|blobs)/")
 # Something only a registry writes: a /v2/ request, logrus' http.request.* fields, its startup lines.
 _REGISTRY_MARK = re.compile(rb"/v2/|http\.request\.|service=registry|docker/distribution|registry/")
