@@ -15,11 +15,7 @@
 #
 # Not modelled: the GitLab-registry branches (gitlab_api_client, /gitlab/v1 tag pages), Faraday's
 # error-tracking callback, redirects for blobs. The lab registry is a third-party Distribution 2.8.
-require "net/http"
-require "openssl"
-require "digest"
-require "securerandom"
-require "base64"
+# net/http and openssl load on first use: scripts that never talk to the registry boot as fast as before.
 
 
 module Auth
@@ -29,6 +25,9 @@ module Auth
     # A full-access RS256 JWT signed with Gitlab.config.registry.key; a missing key file raises
     # Errno::ENOENT, as JSONWebToken::RSAToken#key_data (File.read) does.
     def self.full_access_token(*names)
+      require "openssl"
+      require "securerandom"
+      require "base64"
       registry = Gitlab.config.registry
       key = OpenSSL::PKey::RSA.new(File.read(registry.key))
       now = Time.now.to_i
@@ -54,8 +53,6 @@ module ContainerRegistry
     CONTAINER_IMAGE_V1_TYPE = "application/vnd.docker.container.image.v1+json"
     ACCEPTED_TYPES = [DOCKER_DISTRIBUTION_MANIFEST_V2_TYPE, OCI_MANIFEST_V1_TYPE].freeze
     RETRY_INTERVAL = 5
-    RETRIED = [Errno::ECONNREFUSED, Errno::ECONNRESET, Errno::EHOSTUNREACH, Net::OpenTimeout,
-               Net::ReadTimeout, EOFError].freeze
     IDEMPOTENT = %w[DELETE GET HEAD OPTIONS PUT].freeze
 
     # What Faraday returns, reduced to what the callers read.
@@ -73,13 +70,15 @@ module ContainerRegistry
     end
 
     def request(method, path, body: nil, headers: {}, timeout: true)
+      require "net/http"
       uri = @base_uri.dup
       uri.path, uri.query = path.split("?", 2)
       attempts = 0
       begin
         attempts += 1
         perform(method, uri, body, headers, timeout)
-      rescue *RETRIED => e
+      rescue Errno::ECONNREFUSED, Errno::ECONNRESET, Errno::EHOSTUNREACH, Net::OpenTimeout, Net::ReadTimeout,
+             EOFError => e
         if attempts == 1 && IDEMPOTENT.include?(method)
           sleep(RETRY_INTERVAL)
           retry
@@ -166,6 +165,7 @@ module ContainerRegistry
     end
 
     def upload_raw_blob(path, blob)
+      require "digest"
       digest = "sha256:#{Digest::SHA256.hexdigest(blob)}"
       [blob, digest] if upload_blob(path, blob, digest).success?
     end
