@@ -241,3 +241,48 @@ def test_an_unexpected_exception_is_one_line_and_exit_3(monkeypatch: pytest.Monk
     assert result.stderr.count("\n") == 1
     assert "unexpected error: RuntimeError: something nobody planned for second line" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+# --- every option of every command with hostile values (no lab: nothing to change, nothing to reach) -------
+HOSTILE = ["", "\x00", "-", "%n%s", "a" * 3000, "../../etc/passwd", "http://[::1", "☃", "1e309", "$(id)"]
+SKIP = {"lab up", "demo"}  # they would start a lab; their inputs are in CASES
+
+
+def _leaf_commands() -> list[tuple[str, object]]:
+    from typer.main import get_command
+
+    found: list[tuple[str, object]] = []
+    for name, cmd in get_command(app).commands.items():  # type: ignore[attr-defined]
+        subs = getattr(cmd, "commands", None)
+        found += [(f"{name} {sub}", c) for sub, c in subs.items()] if subs else [(name, cmd)]
+    return [(name, cmd) for name, cmd in found if name not in SKIP]
+
+
+def _value_options() -> list[tuple[str, str]]:
+    out = []
+    for name, cmd in _leaf_commands():
+        for param in getattr(cmd, "params", []):
+            if getattr(param, "is_flag", False) or not getattr(param, "opts", None):
+                continue
+            if param.param_type_name == "option":
+                out.append((name, param.opts[-1]))
+    return out
+
+
+@pytest.mark.parametrize(("command", "option"), _value_options(), ids=[" ".join(x) for x in _value_options()])
+def test_every_option_with_hostile_values(command: str, option: str, tmp_path: Path,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    runner = CliRunner()
+    for value in HOSTILE:
+        result = runner.invoke(app, [*command.split(), option, value, "-o", "json"]
+                               if command not in ("lab env", "lab down", "lab delete-image", "lab registry-url",
+                                                  "version")
+                               else [*command.split(), option, value])
+        shown = result.stderr + result.stdout
+        assert result.exit_code in (0, 1, 2, 3), (command, option, value, result.exit_code, shown[-500:])
+        assert "Traceback" not in shown, (command, option, value)
+        if result.exit_code in (2, 3):
+            assert len([ln for ln in result.stderr.splitlines() if ln.strip()]) == 1, (command, option, value,
+                                                                                       result.stderr)
+    assert not list(tmp_path.iterdir()), "a hostile value created files"
