@@ -301,3 +301,19 @@ def test_every_option_with_hostile_values(command: str, option: str, tmp_path: P
             assert len([ln for ln in result.stderr.splitlines() if ln.strip()]) == 1, (command, option, value,
                                                                                        result.stderr)
     assert not list(tmp_path.iterdir()), "a hostile value created files"
+
+
+def test_the_lines_say_what_to_do(lab: Lab) -> None:
+    def err(*args: str) -> str:
+        result = CliRunner().invoke(app, list(args), env=lab.settings_env())
+        assert result.exit_code in (2, 3)
+        return result.stderr
+
+    assert err("scan", "--url", "127.0.0.1:41905") == (
+        "glcleanup: error: --url (GITLAB_URL) 127.0.0.1:41905: not an http(s) URL; add the scheme, e.g. "
+        "https://127.0.0.1:41905\n")
+    assert "is not a GitLab API (GET /api/v4/user answered 404): is --url GitLab's base URL, not the registry's?" \
+        in err("scan", "--source", "api", "--url", lab.registry_url)
+    assert "duration '15' has no unit: write 15s, 15m, 15h or 15d" in err("logs", str(lab.registry_log), "--since",
+                                                                         "15")
+    assert "no line of /etc/passwd on local looks like a registry log" in err("logs", "/etc/passwd")
