@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import shutil
 import sqlite3
 from collections.abc import Iterator
@@ -317,3 +318,19 @@ def test_the_lines_say_what_to_do(lab: Lab) -> None:
     assert "duration '15' has no unit: write 15s, 15m, 15h or 15d" in err("logs", str(lab.registry_log), "--since",
                                                                          "15")
     assert "no line of /etc/passwd on local looks like a registry log" in err("logs", "/etc/passwd")
+
+
+def test_lab_up_when_up_and_lab_env_when_down(lab: Lab, tmp_path: Path) -> None:
+    again = CliRunner().invoke(app, ["lab", "up", "--dir", str(lab.dir)])
+    assert again.exit_code == 0, again.stderr
+    assert "lab: already up in" in again.stderr
+    assert 'eval "$(glcleanup lab env)"' in again.stderr
+    assert f"export GITLAB_URL={lab.gitlab_url}\n" in again.stdout  # eval "$(glcleanup lab up)" twice is fine
+    down = tmp_path / "down"
+    down.mkdir()
+    state = lab.state()
+    (down / "lab.json").write_text(json.dumps({**state, "gitlab_pid": None, "registry_pid": None}))
+    result = CliRunner().invoke(app, ["lab", "env", "--dir", str(down)])
+    assert result.exit_code == 3
+    assert result.stderr == f"glcleanup: error: the lab in {down} is down: start it with `glcleanup lab up`\n"
+    assert result.stdout == ""
