@@ -4,13 +4,16 @@ line on stderr (no -v), never a traceback, and nothing changed in the lab's data
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import json
 import shutil
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import typer.testing
 from typer.testing import CliRunner
 
 from glcleanup.cli import app
@@ -27,6 +30,19 @@ NOTURL = "127.0.0.1:1"            # no scheme
 REFUSED = "http://127.0.0.1:1"    # nothing listens on port 1
 BADHOST = "bad host!"
 DEADSSH = "root@127.0.0.1:1"      # SSH connection refused
+
+
+@functools.cache
+def _built() -> object:
+    from typer.main import get_command
+
+    return get_command(app)
+
+
+@pytest.fixture(autouse=True)
+def _command_tree_built_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """typer rebuilds the click tree on every invoke (~0.1 s here); these tests invoke it ~900 times."""
+    monkeypatch.setattr(typer.testing, "_get_command", lambda _app: _built())
 
 
 @pytest.fixture(scope="module")
@@ -241,3 +257,80 @@ def test_an_unexpected_exception_is_one_line_and_exit_3(monkeypatch: pytest.Monk
     assert result.stderr.count("\n") == 1
     assert "error: unexpected RuntimeError: something nobody planned for second line" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+# --- every option of every command with hostile values (no lab: nothing to change, nothing to reach) -------
+HOSTILE = ["", "\x00", "a" * 3000, "../../etc/passwd", "http://[::1", "☃", "$(id)"]
+SKIP = {"lab up", "demo"}  # they would start a lab; their inputs are in CASES
+
+
+def _leaf_commands() -> list[tuple[str, object]]:
+    from typer.main import get_command
+
+    found: list[tuple[str, object]] = []
+    for name, cmd in get_command(app).commands.items():  # type: ignore[attr-defined]
+        subs = getattr(cmd, "commands", None)
+        found += [(f"{name} {sub}", c) for sub, c in subs.items()] if subs else [(name, cmd)]
+    return [(name, cmd) for name, cmd in found if name not in SKIP]
+
+
+def _value_options() -> list[tuple[str, str]]:
+    out = []
+    for name, cmd in _leaf_commands():
+        for param in getattr(cmd, "params", []):
+            if getattr(param, "is_flag", False) or not getattr(param, "opts", None):
+                continue
+            if param.param_type_name == "option":
+                out.append((name, param.opts[-1]))
+    return out
+
+
+@pytest.mark.parametrize(("command", "option"), _value_options(), ids=[" ".join(x) for x in _value_options()])
+def test_every_option_with_hostile_values(command: str, option: str, tmp_path: Path,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    runner = CliRunner()
+    for value in HOSTILE:
+        result = runner.invoke(app, [*command.split(), option, value, "-o", "json"]
+                               if command not in ("lab env", "lab down", "lab delete-image", "lab registry-url",
+                                                  "version")
+                               else [*command.split(), option, value])
+        shown = result.stderr + result.stdout
+        assert result.exit_code in (0, 1, 2, 3), (command, option, value, result.exit_code, shown[-500:])
+        assert "Traceback" not in shown, (command, option, value)
+        if result.exit_code in (2, 3):
+            assert len([ln for ln in result.stderr.splitlines() if ln.strip()]) == 1, (command, option, value,
+                                                                                       result.stderr)
+    assert not list(tmp_path.iterdir()), "a hostile value created files"
+
+
+def test_the_lines_say_what_to_do(lab: Lab) -> None:
+    def err(*args: str) -> str:
+        result = CliRunner().invoke(app, list(args), env=lab.settings_env())
+        assert result.exit_code in (2, 3)
+        return result.stderr
+
+    assert err("scan", "--url", "127.0.0.1:41905") == (
+        "glcleanup: error: --url (GITLAB_URL) 127.0.0.1:41905: not an http(s) URL; add the scheme, e.g. "
+        "https://127.0.0.1:41905\n")
+    assert "is not a GitLab API (GET /api/v4/user answered 404): is --url GitLab's base URL, not the registry's?" \
+        in err("scan", "--source", "api", "--url", lab.registry_url)
+    assert "duration '15' has no unit: write 15s, 15m, 15h or 15d" in err("logs", str(lab.registry_log), "--since",
+                                                                         "15")
+    assert "no line of /etc/passwd on local looks like a registry log" in err("logs", "/etc/passwd")
+
+
+def test_lab_up_when_up_and_lab_env_when_down(lab: Lab, tmp_path: Path) -> None:
+    again = CliRunner().invoke(app, ["lab", "up", "--dir", str(lab.dir)])
+    assert again.exit_code == 0, again.stderr
+    assert "lab: already up in" in again.stderr
+    assert 'eval "$(glcleanup lab env)"' in again.stderr
+    assert f"export GITLAB_URL={lab.gitlab_url}\n" in again.stdout  # eval "$(glcleanup lab up)" twice is fine
+    down = tmp_path / "down"
+    down.mkdir()
+    state = lab.state()
+    (down / "lab.json").write_text(json.dumps({**state, "gitlab_pid": None, "registry_pid": None}))
+    result = CliRunner().invoke(app, ["lab", "env", "--dir", str(down)])
+    assert result.exit_code == 3
+    assert result.stderr == f"glcleanup: error: the lab in {down} is down: start it with `glcleanup lab up`\n"
+    assert result.stdout == ""

@@ -71,9 +71,11 @@ def test_ssh_refuses_unknown_host_key_with_fingerprint(sshd: AsyncSSHServer, tmp
     empty = tmp_path / "empty_known_hosts"
     empty.write_text("")
     host = _host(sshd, known_hosts=str(empty))
-    with pytest.raises(HostKeyError, match=r"unknown SSH host key .*SHA256:"):
+    with pytest.raises(HostKeyError, match=r"unknown SSH host key .*SHA256:") as err:
         host.run(["true"])
     assert sshd.commands == []
+    # the hint is a command to paste: this host and port, not placeholders
+    assert str(err.value).endswith(f"accept it with: ssh-keyscan -p {sshd.port} 127.0.0.1 >> {empty}")
 
 
 def test_ssh_refuses_changed_host_key(sshd: AsyncSSHServer, tmp_path: Path) -> None:

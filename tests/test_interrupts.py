@@ -132,3 +132,21 @@ def test_an_interrupt_during_truncate_names_what_was_emptied(tmp_path: Path, mon
     evidence = Path(message.rsplit("evidence saved in ", 1)[1])
     assert evidence.is_file()
     assert evidence.stat().st_mode & 0o777 == 0o600
+
+
+def test_an_interrupt_during_stub_off_says_to_run_it_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    from glcleanup.stub import deploy
+    from glcleanup.stub.status import StubStatus
+
+    state = {"mode": "respond", "listen": "127.0.0.1:5000", "deploy": "nginx", "stubctl_deploy": "nginx",
+             "compose_project": "p", "start_registry": ["true"]}
+    monkeypatch.setattr(deploy, "read_status", lambda _h, d: StubStatus(d, state_file=True, running=True,
+                                                                         state=state))
+
+    def interrupted(*_args: object, **_kwargs: object) -> object:
+        raise KeyboardInterrupt("SIGHUP")
+
+    monkeypatch.setattr(deploy, "stubctl", interrupted)
+    with pytest.raises(Interrupted, match=r"^SIGHUP during stub off, while the restore ran on local: .*run "
+                                          r"`glcleanup stub off --registry-host local --dir /srv/stub --yes` again"):
+        deploy.stub_off(LocalHost(), "/srv/stub", apply=True)

@@ -66,11 +66,15 @@ def test_latest_for_undo_is_the_newest_applied_not_yet_undone_one() -> None:
     time.sleep(0.01)
     new_journal(UNDONE)
     time.sleep(0.01)
-    new_journal(RECORDED)
+    new_journal(ROLLED_BACK)
     assert journal_mod.latest_for_undo().path == applied.path
-    applied.data["state"] = UNDONE
-    applied.save()
-    with pytest.raises(NotFoundError, match=r"1 journal\(s\) may hold a change whose commit was not confirmed"):
+    time.sleep(0.01)
+    recorded = new_journal(RECORDED)  # a broken run: it may hold a change, so it counts
+    assert journal_mod.latest_for_undo().path == recorded.path
+    for journal in (applied, recorded):
+        journal.data["state"] = UNDONE
+        journal.save()
+    with pytest.raises(NotFoundError, match=r"no applied, not yet undone journal .*undo --list"):
         journal_mod.latest_for_undo()
 
 

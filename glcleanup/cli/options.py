@@ -8,6 +8,7 @@ demo, version).
 
 from __future__ import annotations
 
+import copy
 import functools
 import inspect
 import typing
@@ -65,8 +66,9 @@ _COMMON: list[tuple[str, Any, Any]] = [
 _COMMON_NAMES = {name for name, _, _ in _COMMON}
 _DEFAULTS = {"verbose": False}
 
-# Which connection options a command shows: only those it uses (`-g`/`-c`, `-o`, `-v` always, since a
-# config section can hold every setting).
+# Which connection options a command's --help shows: only those it uses (`-g`/`-c`, `-o`, `-v` always,
+# since a config section can hold every setting). The others are still accepted, hidden (design.md §4:
+# every command takes every connection option, so one set of flags or a shell alias works everywhere).
 API = ("url",)
 RAILS = ("rails_host", "rails_runner", "ssh_key", "known_hosts")
 REGISTRY_HOST = ("registry_host", "ssh_key", "known_hosts")
@@ -76,7 +78,7 @@ _ALWAYS = ("gitlab_section", "config_file", "output", "verbose")
 
 
 def command(app: typer.Typer, name: str, uses: tuple[str, ...] = ALL, **kwargs: Any) -> Callable[[F], F]:
-    """Register `fn(settings: Settings, ...)` as a command taking the connection options in `uses`."""
+    """Register `fn(settings: Settings, ...)` as a command taking the connection options; `uses` are shown."""
     wanted = set(uses) | set(_ALWAYS)
 
     def decorate(fn: F) -> F:
@@ -86,8 +88,9 @@ def command(app: typer.Typer, name: str, uses: tuple[str, ...] = ALL, **kwargs: 
                for p in sig.parameters.values() if p.name != "settings"]
         extra = [
             inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY,
-                              annotation=Annotated[ann, opt], default=_DEFAULTS.get(n))
-            for n, ann, opt in _COMMON if n in wanted
+                              annotation=Annotated[ann, opt if n in wanted else _hidden(opt)],
+                              default=_DEFAULTS.get(n))
+            for n, ann, opt in _COMMON
         ]
         params = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own] + extra
 
@@ -108,6 +111,13 @@ def command(app: typer.Typer, name: str, uses: tuple[str, ...] = ALL, **kwargs: 
         return fn
 
     return decorate
+
+
+def _hidden(option: Any) -> Any:
+    """The same option, left out of --help."""
+    twin = copy.copy(option)
+    twin.hidden = True
+    return twin
 
 
 def plain_command(app: typer.Typer, name: str, **kwargs: Any) -> Callable[[F], F]:

@@ -74,9 +74,10 @@ def terminal_width() -> int | None:
     """The width to fit: the terminal's (or $COLUMNS); None when stdout is a pipe (never wrap for tools)."""
     if os.environ.get("COLUMNS", "").isdigit():
         return int(os.environ["COLUMNS"])
-    if sys.stdout.isatty():
-        return os.get_terminal_size(sys.stdout.fileno()).columns
-    return None
+    try:
+        return os.get_terminal_size(sys.stdout.fileno()).columns if sys.stdout.isatty() else None
+    except (OSError, ValueError):  # no real file descriptor (captured output)
+        return None
 
 
 def fit_widths(table: Sequence[Sequence[str]], width: int | None) -> list[int | None] | None:

@@ -134,12 +134,11 @@ def journals() -> list[Path]:
 
 
 def latest_for_undo() -> Journal:
-    """The newest journal whose change was applied and not yet undone: what `undo` with no argument means.
+    """What `undo` with no argument means: the newest journal whose change was applied (or may have been:
+    `recorded`, a run that broke before it heard back) and is not yet undone.
 
-    Undone and rolled-back runs are skipped; so are `recorded` ones (the run broke before it heard
-    whether its transaction committed): those are undone by naming their file, as the failed run said.
+    Undone and rolled-back journals are skipped: picking an undone one only to refuse it was the bug.
     """
-    pending = 0
     for path in reversed(journals()):
         try:
             journal = Journal.load(path)
@@ -147,12 +146,10 @@ def latest_for_undo() -> Journal:
             raise  # an edited newest journal is said so, never silently passed over for an older one
         except GlcleanupError:
             continue
-        if journal.state == APPLIED:
+        if journal.state in (APPLIED, RECORDED):
             return journal
-        pending += journal.state == RECORDED
-    hint = (f"; {pending} journal(s) may hold a change whose commit was not confirmed: `glcleanup undo --list`, "
-            "then `glcleanup undo FILE`") if pending else ""
-    raise NotFoundError(f"no applied, not yet undone journal in {journal_dir()}{hint}")
+    raise NotFoundError(f"no applied, not yet undone journal in {journal_dir()} (`glcleanup undo --list` shows "
+                        "them all)")
 
 
 def list_journals() -> list[dict[str, Any]]:
