@@ -19,6 +19,20 @@ _ENV_TO_CLEAR = (
 )
 
 
+CAPTURED_AT = 1_796_000_000  # 2026-11-29: the saved logs in tests/data/logs are captures, old files
+
+
+@pytest.fixture(scope="session", autouse=True)
+def fixture_logs_are_captures() -> None:
+    """A checkout gives every file a fresh mtime; a saved registry log is an old file (logs judges a
+    capture as of its newest entry, a live log against the clock)."""
+    import os
+
+    for path in (Path(__file__).parent / "data" / "logs").iterdir():
+        if path.is_file() and not path.name.endswith(".py"):
+            os.utime(path, (CAPTURED_AT, CAPTURED_AT))
+
+
 @pytest.fixture(autouse=True)
 def isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
     home = tmp_path_factory.mktemp("home")

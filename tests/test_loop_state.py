@@ -40,7 +40,7 @@ def test_state_words() -> None:
 
 
 def _logs(monkeypatch: pytest.MonkeyPatch, loops: list[dict[str, Any]]) -> tuple[int, str]:
-    monkeypatch.setattr(cmd_logs.logs, "analyze_sources", lambda *_a: LogReport([dict(SOURCE)], loops))
+    monkeypatch.setattr(cmd_logs.logs, "analyze_sources", lambda *_a, **_k: LogReport([dict(SOURCE)], loops))
     result = CliRunner().invoke(app, ["logs", "/var/log/registry.log", "-o", "table"])
     return result.exit_code, result.stdout
 

@@ -42,6 +42,9 @@ MIN_FAILURES = 3  # repeated failing DELETEs on one path from one client: a retr
 # entry, and that entry this close to now. Several intervals of the loop's own rate, within these bounds.
 ACTIVE_MIN_GAP = 5.0
 ACTIVE_MAX_GAP = 300.0
+# A file nobody wrote to for this long is a capture (a saved log, not a running registry's): its loops are
+# judged as of its newest entry, "as before", and the verdict says it is a capture.
+CAPTURE_AGE = 3600.0
 _DOCKER_NAME = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}\Z")
 
 
@@ -170,6 +173,7 @@ def source_entry(spec: str, summary: dict[str, Any]) -> dict[str, Any]:
         growth = (size - int(summary.get("offset") or 0)) / ((newest - oldest) / 3600.0)
     free = summary.get("disk_free_bytes")
     hours = round(free / growth, 1) if free is not None and growth else None
+    capture = is_capture(summary)
     return {
         "source": spec,
         "bytes": size,
@@ -185,6 +189,7 @@ def source_entry(spec: str, summary: dict[str, Any]) -> dict[str, Any]:
         "registry_lines": summary.get("registry_lines", True),
         "long_lines_skipped": summary.get("long_lines", 0),
         "transport": summary.get("transport"),
+        "capture": capture,
     }
 
 
@@ -238,6 +243,12 @@ def active_gap(per_minute: float) -> float:
     return min(max(ACTIVE_MIN_GAP, 5 * interval), ACTIVE_MAX_GAP)
 
 
+def is_capture(summary: dict[str, Any]) -> bool:
+    """Not written to for CAPTURE_AGE by the clock of the host it is on (mtime unknown: a live log)."""
+    mtime, now = summary.get("mtime"), summary.get("now")
+    return mtime is not None and now is not None and float(now) - float(mtime) > CAPTURE_AGE
+
+
 def mark_activity(loops: list[dict[str, Any]], summary: dict[str, Any]) -> list[dict[str, Any]]:
     """Add `active` and `age_seconds` to each loop of one source.
 
@@ -245,8 +256,8 @@ def mark_activity(loops: list[dict[str, Any]], summary: dict[str, Any]) -> list[
     reader's clock, on the log's host): an old capture or a quiet log shows an ended loop, not a
     running one. `age_seconds` is now - last_seen.
     """
-    now = float(summary.get("now") or time.time())
     newest = summary.get("newest")
+    now = float(newest) if newest is not None and is_capture(summary) else float(summary.get("now") or time.time())
     for loop in loops:
         last = loop.get("_last")
         gap = active_gap(float(loop["per_minute"]))

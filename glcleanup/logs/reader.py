@@ -719,6 +719,7 @@ def analyze_path(path: str, since: float | None, progress: Progress | None = Non
     result["disk_free_bytes"] = vfs.f_bavail * vfs.f_frsize
     result["path"] = path
     result["now"] = time.time()  # this host's clock: a loop is active relative to it
+    result["mtime"] = info.st_mtime  # an hour without a write: a capture, read as of its newest entry
     return result
 
 
