@@ -65,7 +65,7 @@ def test_docker_source_on_the_local_host(tmp_path: Path, monkeypatch) -> None:  
     bindir = tmp_path / "bin"
     bindir.mkdir()
     log = tmp_path / "abc-json.log"
-    shutil.copy(DATA / "docker-json.log", log)
+    shutil.copy2(DATA / "docker-json.log", log)  # keeps the capture's old mtime
     (bindir / "docker").write_text(f'#!/bin/sh\necho "{log}"\n')
     (bindir / "docker").chmod(0o755)
     monkeypatch.setenv("PATH", f"{bindir}:/usr/bin:/bin")

@@ -42,7 +42,8 @@ def logs_command(
     host = open_host(settings.registry_host or "local", settings.ssh_options)
     as_json = json_mode(settings)
     try:
-        report = logs.analyze_sources(host, list(sources or ["omnibus"]), window, progress=ScanProgress())
+        report = logs.analyze_sources(host, list(sources or ["omnibus"]), window, progress=ScanProgress(),
+                                     unrecognised_ok=truncate)
         document: dict[str, Any] = report.to_json()
         if not as_json:
             render(report)

@@ -122,10 +122,13 @@ def read_summary(host: Host, path: str, since: timedelta | None,
 
 
 def analyze_sources(host: Host, sources: list[str], since: timedelta | None,
-                    progress: Callable[[str, int, int], None] | None = None) -> LogReport:
+                    progress: Callable[[str, int, int], None] | None = None,
+                    unrecognised_ok: bool = False) -> LogReport:
     """Evidence from every source (see the module docstring for the contract).
 
-    `progress(source, bytes scanned, bytes to scan)` is called while a local file is scanned.
+    `progress(source, bytes scanned, bytes to scan)` is called while a local file is scanned. A source
+    with no registry line is an error (no false all-clear) unless `unrecognised_ok` (truncate's own
+    check then refuses it with its reason, or --force).
     """
     report = LogReport()
     for spec in sources:
@@ -137,7 +140,7 @@ def analyze_sources(host: Host, sources: list[str], since: timedelta | None,
                 raise
             raise NotFoundError(f"{exc} (the Omnibus registry log); name the log instead: a file path on "
                                 "the registry host, or docker:NAME for a registry container") from exc
-        if int(summary.get("size") or 0) > 0 and summary.get("newest") is None:
+        if int(summary.get("size") or 0) > 0 and summary.get("newest") is None and not unrecognised_ok:
             # Not one timestamped registry line: "no loop" would be a false all-clear.
             raise NotFoundError(f"{spec}: no line of {path} on {host.name} looks like a registry log (docker "
                                 "json-file, logrus text or JSON, access log, Omnibus current): is it the right file?")
