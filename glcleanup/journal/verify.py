@@ -29,8 +29,8 @@ from glcleanup.paths import journal_key_path
 MAX_JOURNAL_BYTES = 16 * 1024 * 1024  # thousands of rows fit in well under 1 MiB
 DIGEST_KEY = "digest"
 DIGEST_PREFIX = "hmac-sha256:"
-# What stop-loop journals; undo.rb knows how to put back exactly these.
-KNOWN_ACTIONS = ("destroy", "park", "reset_cleanup")
+# What stop-loop (done, failed, finish) and requeue journal; undo.rb knows how to put back exactly these.
+KNOWN_ACTIONS = ("destroy", "park", "reset_cleanup", "requeue")
 _ROW_LISTS = ("rows", "after", "policies", "policies_after")
 _STRINGS = ("command", "created_at", "state", "rails_host", "rails_runner", "project_path", "mode",
             "gitlab_version", "applied_at", "finished_at", "undone_at", "checked_at", "error")

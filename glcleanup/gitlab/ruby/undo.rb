@@ -31,7 +31,7 @@ end
 module UndoCheck
   module_function
 
-  ACTIONS = %w[destroy park reset_cleanup requeue].freeze  # stop-loop (done, failed, finish) and requeue
+  ACTIONS = %w[destroy park reset_cleanup requeue].freeze  # journal/verify.py KNOWN_ACTIONS, checked again here
   TIMESTAMP = /\A\d{4}-\d\d-\d\d(?:[ T]\d\d:\d\d:\d\d(?:\.\d{1,9})?)?(?:Z|[+-]\d\d(?::?\d\d)?)?\z/
 
   def invalid!(message)
