@@ -139,7 +139,7 @@ def test_an_interrupt_during_stub_off_says_to_run_it_again(monkeypatch: pytest.M
     from glcleanup.stub.status import StubStatus
 
     state = {"mode": "respond", "listen": "127.0.0.1:5000", "deploy": "nginx", "stubctl_deploy": "nginx",
-             "compose_project": "p", "start_registry": ["true"]}
+             "compose_project": "glcleanup-stub-0123abcd", "start_registry": ["true"]}
     monkeypatch.setattr(deploy, "read_status", lambda _h, d: StubStatus(d, state_file=True, running=True,
                                                                          state=state))
 
