@@ -38,6 +38,9 @@ RETRY_COLUMNS_FROM = (17, 5)
 # lib/api/entities/container_registry.rb: `status` joined the REST repository entity in 16.7 (MR !138202);
 # before that only GraphQL's `containerRepositories { status }` tells it.
 REST_STATUS_FROM = (16, 7)
+# config/initializers/1_settings.rb: cleanup_container_registry_worker '*/5 * * * *' (ContainerRegistry::
+# CleanupWorker) enqueues the deletion jobs, so a requeued row is picked within one such period.
+CLEANUP_CRON_MINUTES = 5
 
 
 class RetryCap(StrEnum):

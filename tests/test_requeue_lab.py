@@ -9,18 +9,22 @@ import shutil
 import sqlite3
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
+import trustme
 from typer.testing import CliRunner, Result
 
 from glcleanup.cli import app
 from glcleanup.lab import schema, seed
 from glcleanup.lab.lab import Lab
 from glcleanup.lab.registry import list_tags, push_image
+from glcleanup.stub.deploy import read_status, stub_off
+from glcleanup.transport import LocalHost
 from tests.lab_proxy import ProbeFixingProxy
-from tests.support.net import wait_until
+from tests.support.net import free_port, wait_until
 
 pytestmark = [
     pytest.mark.skipif(shutil.which("docker-registry") is None, reason="docker-registry missing"),
@@ -225,3 +229,93 @@ def test_stub_status_shows_the_rows_gitlab_will_still_retry(lab: Lab, tmp_path: 
                                env=lab.settings_env())
     assert f"latest pending retry at {gitlab['latest_retry_at']}" in table.stderr
     sql(lab, "UPDATE container_repositories SET status = 1 WHERE id = ?", rid)  # out of the other tests' way
+
+
+# --- the proxy that ends the job: `stub on --mode proxy` with the runner configured --------------------------
+
+@pytest.fixture(scope="module")
+def tls(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    d = tmp_path_factory.mktemp("tls")
+    ca = trustme.CA()
+    leaf = ca.issue_cert("127.0.0.1")
+    ca.cert_pem.write_to_path(str(d / "ca.pem"))
+    leaf.private_key_pem.write_to_path(str(d / "key.pem"))
+    leaf.cert_chain_pems[0].write_to_path(str(d / "cert.pem"))
+    return {"ca": str(d / "ca.pem"), "cert": str(d / "cert.pem"), "key": str(d / "key.pem")}
+
+
+def in_backoff(lab: Lab, minutes: int = 64) -> tuple[str, int, str, float]:
+    """A row as 17.6 leaves it after its 6th failure: queued, but not retried before 2^6 = 64 GitLab minutes."""
+    project, rid, path = new_repository(lab, ("latest", "v1"))
+    retry_at = time.time() + minutes * lab.time_scale
+    sql(lab, "UPDATE container_repositories SET status = 0, failed_deletion_count = 6, next_delete_attempt_at = ?, "
+             "status_updated_at = ? WHERE id = ?", schema.format_ts(datetime.fromtimestamp(retry_at, UTC)),
+        schema.now_db(), rid)
+    return project, rid, path, retry_at
+
+
+def proxy_on(lab: Lab, tls: dict[str, str], directory: Path, *extra: str) -> tuple[Result, str]:
+    """`stub on --mode proxy` in front of the lab's real registry, GitLab pointed at it (as if it took the port)."""
+    port = free_port()
+    url = f"https://127.0.0.1:{port}"
+    lab.set_registry_api_url(url, ca_file=tls["ca"])
+    env = {**lab.settings_env(), "GLCLEANUP_REGISTRY_URL": url, "GLCLEANUP_REGISTRY_CA": tls["ca"]}
+    result = CliRunner().invoke(app, ["stub", "on", "--mode", "proxy", "--upstream", lab.registry_url,
+                                      "--listen", f"127.0.0.1:{port}", "--cert", tls["cert"], "--key", tls["key"],
+                                      "--dir", str(directory), "-o", "json", *extra], env=env)
+    return result, url
+
+
+@pytest.mark.skipif(shutil.which("nginx") is None, reason="nginx missing")
+def test_stub_on_requeue_finishes_a_row_in_a_64_minute_backoff(lab: Lab, tls: dict[str, str], tmp_path: Path) -> None:
+    project, rid, path, retry_at = in_backoff(lab)
+    real = lab.registry_api_url()
+    booted = boots(lab)
+    try:
+        started = time.monotonic()
+        result, _ = proxy_on(lab, tls, tmp_path / "stub", "--requeue", "--yes")
+        assert result.exit_code == 0, result.output
+        doc = json.loads(result.stdout)
+        assert doc["applied"] is True
+        assert boots(lab) == booted + 2                       # pending.rb, then requeue.rb for this project
+        assert [p["project"] for p in doc["gitlab"]["pending"] if p["id"] == rid] == [project]
+        mine = [r for r in doc["requeued"] if r["project"] == project]
+        assert [p["id"] for p in mine[0]["plan"]] == [rid]
+        assert mine[0]["registry"]["loop_risk"] is False      # requeue replayed GitLab's probe through the stub
+        journal = json.loads(Path(mine[0]["journal"]).read_text())
+        assert (journal["command"], [c["id"] for c in journal["changes"]]) == ("requeue", [rid])
+        # GitLab's worker deletes by digest through the proxy, counts it failed (17.6), then destroys the row
+        wait_until(lambda: row(lab, rid) is None, 20)
+        finished = time.monotonic() - started
+        assert time.time() < retry_at, "the row was finished by the old retry, not by the requeue"
+        assert list_tags(lab.registry_url, path) == []       # gone from the real registry, not orphaned
+        print(f"\nstub on --requeue: row in a 64-minute backoff destroyed {finished:.2f} s after `stub on` began "
+              f"(its retry was due {retry_at - time.time():.1f} s later)")
+    finally:
+        stub_off(LocalHost(), str(tmp_path / "stub"), apply=True)
+        lab.set_registry_api_url(real)
+
+
+@pytest.mark.skipif(shutil.which("nginx") is None, reason="nginx missing")
+def test_quiet_watcher_keeps_the_proxy_up_past_gitlabs_pending_retry(lab: Lab, tls: dict[str, str],
+                                                                    tmp_path: Path) -> None:
+    project, rid, path, retry_at = in_backoff(lab)
+    real = lab.registry_api_url()
+    host = LocalHost()
+    try:
+        result, _ = proxy_on(lab, tls, tmp_path / "stub", "--quiet-minutes", "0.05", "--yes")  # 3 s quiet
+        assert result.exit_code == 0, result.output
+        assert [p["id"] for p in json.loads(result.stdout)["gitlab"]["pending"] if p["id"] == rid] == [rid]
+        wait_until(lambda: time.time() >= retry_at - 1, 30)
+        assert read_status(host, str(tmp_path / "stub")).to_json()["state"] == "on"   # well past 3 quiet s
+        wait_until(lambda: read_status(host, str(tmp_path / "stub")).to_json().get("last_off"), 40)
+        status = read_status(host, str(tmp_path / "stub")).to_json()
+        assert (status["state"], status["last_off"]["reason"]) == ("off", "quiet")
+        access = (tmp_path / "stub" / "access.log").read_text()
+        assert f"DELETE /v2/{path}/manifests/sha256:" in access     # GitLab's retry went through the proxy
+        assert time.time() > retry_at
+        assert list_tags(lab.registry_url, path) == []
+        assert project
+    finally:
+        stub_off(host, str(tmp_path / "stub"), apply=True)
+        lab.set_registry_api_url(real)

@@ -2,19 +2,27 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import typer
 
-from glcleanup.cli.options import REGISTRY_HOST, REGISTRY_URL, command, json_mode
+from glcleanup.cli.options import RAILS, REGISTRY_HOST, REGISTRY_URL, command, json_mode
 from glcleanup.cli.output import confirm, emit_json, emit_table, info, say
 from glcleanup.durations import parse_duration
 from glcleanup.errors import ExitCode, UsageError
-from glcleanup.ops.pending import pending_retries
+from glcleanup.ops.pending import (
+    RetryNow,
+    latest_retry_epoch,
+    pending_for_stub,
+    pending_retries,
+    retry_now,
+    waiting_in_backoff,
+)
 from glcleanup.settings import Settings
 from glcleanup.stub.deploy import OffResult, OnResult, read_status, stub_off, stub_on
 from glcleanup.stub.render import DEFAULT_DIR, build_config, safe_path
+from glcleanup.stub.status import iso
 from glcleanup.transport import Host, open_host
 
 stub_app = typer.Typer(name="stub", no_args_is_help=True,
@@ -44,7 +52,8 @@ def _go_ahead(yes: bool, plan: list[str], settings: Settings) -> bool:
     return confirm("apply this plan?", yes=False, json_mode=json_mode(settings))
 
 
-@command(stub_app, "on", uses=(*REGISTRY_HOST, *REGISTRY_URL), short_help="Put the stub up (checks first, rolls back).")
+@command(stub_app, "on", uses=(*REGISTRY_HOST, *REGISTRY_URL, *RAILS),
+         short_help="Put the stub up (checks first, rolls back).")
 def on_command(
     settings: Settings,
     mode: Annotated[str, typer.Option("--mode", metavar="respond|proxy",
@@ -80,44 +89,69 @@ def on_command(
     image: Annotated[str | None, typer.Option("--image", metavar="IMAGE",
         help="compose: nginx image (default nginx:1.26).")]
     = None,
+    requeue: Annotated[bool, typer.Option(
+        "--requeue", help="Once the stub is verified, retry now the rows GitLab holds in its backoff "
+                          "(needs --rails-host and --registry-url; journaled like `glcleanup requeue`).")] = False,
     yes: YesOpt = False,
 ) -> int:
     """Put the stub up where the registry listens: checks first, rollback on any failure."""
+    if requeue and not (settings.rails_host and settings.registry_url):
+        raise UsageError("--requeue needs --rails-host (to read and requeue GitLab's rows) and --registry-url "
+                         "(requeue replays GitLab's probe through the stub first)")
     config = build_config(
         mode=mode, listen=listen, http_port=http_port, cert=cert, key=key, upstream=upstream, deploy=deploy,
         dir=directory, stop_registry=stop_registry, start_registry=start_registry,
         for_duration=parse_duration(for_duration) if for_duration else None, quiet_minutes=quiet_minutes,
         registry_url=settings.registry_url, image=image)
     host = _host(settings)
+    retried: RetryNow | None = None
     try:
         planned = stub_on(host, config, apply=False, registry_url=settings.registry_url)
         for warning in [] if planned.already else planned.warnings:  # on twice: the one line below says it
             info(f"warning: {warning}")
         result = planned
-        if not planned.already and _go_ahead(yes, planned.plan, settings):
+        # one read-only boot before the plan: the rows GitLab will still retry through this registry, and when
+        gitlab, trouble = (None, None) if planned.already else pending_for_stub(settings, required=requeue)
+        if trouble:
+            info(f"warning: {trouble}")
+        targets = waiting_in_backoff(gitlab) if gitlab and requeue else {}
+        if gitlab and not json_mode(settings):
+            _render_pending(gitlab)
+        not_before = latest_retry_epoch(gitlab) if config.quiet_seconds else None
+        plan = [*planned.plan, *_retry_steps(targets, not_before)]
+        if not planned.already and _go_ahead(yes, plan, settings):
+            if not_before and not targets:
+                info(f"GitLab retries a deletion at {iso_time(not_before)}: --quiet-minutes counts from then")
             result = stub_on(host, config, apply=True, registry_url=settings.registry_url, say=info,
-                             not_before=_latest_retry(settings) if config.quiet_seconds else None)
+                             not_before=not_before)
+            if targets:
+                info(f"requeueing {sum(map(len, targets.values()))} waiting repositories through the stub")
+                retried = retry_now(settings, host, config.dir, targets, quiet=bool(config.quiet_seconds))
+        result.plan = plan
     finally:
         host.close()
-    _render_on(result, settings)
-    return int(ExitCode.OK)
+    _render_on(result, settings, gitlab, retried)
+    return int(ExitCode.OK if retried is None or retried.ok else ExitCode.TROUBLE)
 
 
-def _latest_retry(settings: Settings) -> int | None:
-    """GitLab's latest pending retry as an epoch (one read-only boot), so --quiet-minutes waits for it."""
-    if not settings.rails_host:
-        return None
-    latest = pending_retries(settings).get("latest_retry_at")
-    if not latest:
-        return None
-    moment = datetime.fromisoformat(str(latest).replace("Z", "+00:00"))
-    info(f"GitLab retries a deletion at {latest}: --quiet-minutes counts from then, not before")
-    return int(moment.timestamp()) + 1
+def iso_time(epoch: int | None) -> str | None:
+    return iso(datetime.fromtimestamp(epoch, UTC)) if epoch else None
 
 
-def _render_on(result: OnResult, settings: Settings) -> None:
+def _retry_steps(targets: dict[str, list[int]], not_before: int | None) -> list[str]:
+    steps = [f"requeue {project} repositories {', '.join(map(str, ids))} (GitLab retries them now, through the "
+             "stub; journaled, `glcleanup undo` puts them back)" for project, ids in targets.items()]
+    if not_before and not targets:
+        steps.append(f"--quiet-minutes counts from GitLab's latest pending retry ({iso_time(not_before)}), "
+                     "not before")
+    return steps
+
+
+def _render_on(result: OnResult, settings: Settings, gitlab: dict[str, Any] | None = None,
+               retried: RetryNow | None = None) -> None:
     if json_mode(settings):
-        emit_json(result.to_json())
+        emit_json({**result.to_json(), **({"gitlab": gitlab} if gitlab is not None else {}),
+                   **({"requeued": retried.to_json(), "held_until": iso_time(retried.held_until)} if retried else {})})
         return
     if result.already:
         say(f"stub already on in {result.config.dir}; nothing changed")
@@ -130,6 +164,24 @@ def _render_on(result: OnResult, settings: Settings) -> None:
     say(f"stub on: {status.get('mode')} on {status.get('listen')} since {status.get('since')}"
                + (f" until {status.get('until')}" if status.get("until") not in (None, "-") else "")
                + f" (logs: {result.config.dir}/access.log)")
+    if retried:
+        _render_retried(retried)
+
+
+def _render_retried(retried: RetryNow) -> None:
+    for report in retried.reports:
+        doc = report.to_json()
+        if report.refused:
+            info(f"{doc['project'] or 'requeue'}: {report.refused}")
+            continue
+        ids = ", ".join(str(row["id"]) for row in doc["plan"]) or "none"
+        say(f"requeued {doc['project']}: {ids}" + (f"; journal: {doc['journal']} (undo with: glcleanup undo "
+                                                    f"{doc['journal']})" if doc["journal"] else ""))
+    for project, why in retried.errors.items():
+        info(f"requeue of {project} failed, its rows stay as they were: {why}")
+    if retried.held_until:
+        info(f"--quiet-minutes now counts from {iso_time(retried.held_until)} (GitLab's cron picks requeued rows "
+             "within 5 minutes)")
 
 
 @command(stub_app, "off", uses=(*REGISTRY_HOST, *REGISTRY_URL), short_help="Take it down, restore the registry.")

@@ -336,7 +336,7 @@ class _Gather:
         from glcleanup.ops import probe as registry
 
         try:
-            answer = registry.probe(self.settings.registry_url, self.settings.ssl_verify)
+            answer = registry.probe(self.settings.registry_url, self.settings.registry_verify)
         except GlcleanupError as exc:
             self.fail("probe", exc)
             return

@@ -68,7 +68,7 @@ def registry_verdict(settings: Settings, force: bool) -> tuple[dict[str, Any] | 
         raise UsageError("requeue replays GitLab's probe against the registry first: give --registry-url "
                          "(the registry as GitLab calls it), or --force to requeue without that check")
     try:
-        verdict = probe.probe(settings.registry_url, settings.ssl_verify)
+        verdict = probe.probe(settings.registry_url, settings.registry_verify)
     except ConnectError as exc:
         if force:
             return None, None

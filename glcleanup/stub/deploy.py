@@ -278,6 +278,11 @@ def stub_on(host: Host, config: StubConfig, *, apply: bool, registry_url: str | 
     return result
 
 
+def hold_until(host: Host, directory: str, not_before: int) -> None:
+    """Move the watcher's not-before mark (it rereads the file on each tick): --quiet-minutes counts from it."""
+    host.put(f"{int(not_before)}\n".encode(), f"{directory}/not_before", 0o600)
+
+
 def _activate(host: Host, config: StubConfig, state: dict[str, Any], guard: float, say: Say,
               result: OnResult, progress: dict[str, bool]) -> None:
     d = config.dir

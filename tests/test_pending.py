@@ -1,0 +1,59 @@
+"""What `stub on` makes of pending.rb's answer: which rows --requeue retries, and the watcher's not-before mark.
+
+The answer comes from a runner on another machine: odd values are ignored, never trusted or fatal.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from glcleanup.cli import app
+from glcleanup.ops.pending import latest_retry_epoch, waiting_in_backoff
+
+
+def row(**kw: Any) -> dict[str, Any]:
+    return {"id": 1, "project": "acme/api", "status": "delete_scheduled", "failed_deletion_count": 0,
+            "next_delete_attempt_at": None, **kw}
+
+
+def test_only_rows_held_in_backoff_are_requeued_grouped_by_project() -> None:
+    pending = {"pending": [
+        row(id=1, failed_deletion_count=6, next_delete_attempt_at="2099-01-01T00:00:00Z"),
+        row(id=2),                                                   # queued, no backoff: GitLab takes it anyway
+        row(id=3, status="delete_ongoing", failed_deletion_count=2),  # a worker has it right now
+        row(id=4, project="acme/web", failed_deletion_count=1),
+        row(id=5, failed_deletion_count=3),
+        row(id=6, project=None, failed_deletion_count=3),             # no project: cannot be requeued by name
+    ]}
+    assert waiting_in_backoff(pending) == {"acme/api": [1, 5], "acme/web": [4]}
+    assert waiting_in_backoff({}) == {}
+
+
+@pytest.mark.parametrize(("answer", "expected"), [
+    ({"latest_retry_at": "2026-12-01T10:00:00Z"}, 1796119201),
+    ({"latest_retry_at": "2026-12-01T10:00:00.250+00:00"}, 1796119201),
+    ({"latest_retry_at": None}, None),
+    ({"latest_retry_at": "tomorrow"}, None),          # unreadable: no reason to hold the stub up for ever
+    ({"latest_retry_at": "2026-12-01T10:00:00"}, None),  # no zone: cannot tell which moment it means
+    ({"latest_retry_at": 1796119200}, None),
+    ({}, None),
+    (None, None),
+])
+def test_latest_retry_epoch(answer: dict[str, Any] | None, expected: int | None) -> None:
+    assert latest_retry_epoch(answer) == expected
+
+
+@pytest.mark.parametrize("env", [
+    {"GLCLEANUP_RAILS_HOST": "", "GLCLEANUP_REGISTRY_URL": "https://127.0.0.1:5000"},
+    {"GLCLEANUP_RAILS_HOST": "local", "GLCLEANUP_REGISTRY_URL": ""},
+])
+def test_requeue_without_a_runner_or_a_registry_url_is_a_usage_error(tmp_path: Any, env: dict[str, str]) -> None:
+    result = CliRunner().invoke(app, ["stub", "on", "--registry-host", "local", "--dir", str(tmp_path / "stub"),
+                                      "--mode", "proxy", "--upstream", "http://127.0.0.1:5001", "--listen",
+                                      "127.0.0.1:5999", "--requeue", "--yes"], env=env)
+    assert result.exit_code == 2, result.output
+    assert "--requeue needs --rails-host" in result.stderr
+    assert not (tmp_path / "stub").exists()
