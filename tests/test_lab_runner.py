@@ -277,7 +277,7 @@ def test_location_mints_a_token_like_gitlab(tmp_path: Path) -> None:
     assert "registry.key (Errno::ENOENT)" in proc.stderr
 
 
-@pytest.mark.parametrize(("version", "cached"), [("17.3.5", False), ("17.6.0", True)])
+@pytest.mark.parametrize(("version", "cached"), [("17.3.5", False), ("17.6.0", False), ("18.2.0", True)])
 def test_query_cache_on_for_the_script_on_rails_7_1_versions(tmp_path: Path, version: str, cached: bool) -> None:
     """rails runner on Rails >= 7.1 runs the script in the executor: a repeated SELECT is answered from cache."""
     db, ids = make_db(tmp_path, version)

@@ -88,8 +88,8 @@ def in_thread(fn: Callable[[], Any]) -> tuple[threading.Thread, dict[str, Any]]:
 # 1 ---------------------------------------------------------------------------------------------------------
 def test_verify_reads_uncached_under_the_rails_7_1_query_cache(pg_lab: Callable[..., dict[str, int]],
                                                                pg_database: str) -> None:
-    """17.6 runs on Rails >= 7.1: the verify loop's repeated SELECT must see a worker's write-back."""
-    ids = pg_lab("17.6.0")
+    """18.x runs on Rails >= 7.1: the verify loop's repeated SELECT must see a worker's write-back."""
+    ids = pg_lab("18.2.0")
     request = StopLoopRequest(project="acme/web", repositories=[ids["stuck"]], mode="failed", settle=2.0, apply=True)
     thread, out = in_thread(lambda: stop_loop(SETTINGS, request))
     wait_until(lambda: rows(pg_database)[ids["stuck"]]["status"] == 1, timeout=30)

@@ -19,8 +19,9 @@ module GitlabLab
                  "(lab boot notice: printed before the script runs, like a real Rails boot)"
 
   # GitLab releases from which `rails runner` runs on Rails >= 7.1, whose executor wraps the script and so
-  # keeps the query cache on for all of it (rails/rails#44999). See glcleanup/lab/README.md for the source.
-  RAILS_71_FROM = [17, 4].freeze
+  # keeps the query cache on for all of it (rails/rails#44999): 18.0 shipped Rails 7.1.5.1, 17.11 was on
+  # 7.0.8.7 (gitlab-org/gitlab!195620's version table). See glcleanup/lab/README.md for the sources.
+  RAILS_71_FROM = [18, 0].freeze
 
   # GLCLEANUP_LAB_DB names the SQLite file; a database.url next to it (or GLCLEANUP_LAB_DATABASE_URL)
   # switches the lab to PostgreSQL, GitLab's database.
