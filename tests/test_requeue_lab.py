@@ -277,7 +277,7 @@ def test_stub_on_requeue_finishes_a_row_in_a_64_minute_backoff(lab: Lab, tls: di
         assert result.exit_code == 0, result.output
         doc = json.loads(result.stdout)
         assert doc["applied"] is True
-        assert boots(lab) == booted + 2                       # pending.rb, then requeue.rb for this project
+        assert boots(lab) == booted + 1 + len(doc["requeued"])  # pending.rb, then requeue.rb once per project
         assert [p["project"] for p in doc["gitlab"]["pending"] if p["id"] == rid] == [project]
         mine = [r for r in doc["requeued"] if r["project"] == project]
         assert [p["id"] for p in mine[0]["plan"]] == [rid]

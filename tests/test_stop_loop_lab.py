@@ -144,10 +144,17 @@ def test_a_slow_worker_writing_back_after_the_change_is_caught_and_reapplied(lab
     assert lab.demo is not None
     assert lab.worker is not None
     website = lab.demo.repository("acme/website")
+
+    def after_the_change(rid: int) -> None:  # the slow pass writes back only once stop-loop has committed
+        if rid == website.id:
+            wait_for(lambda: status(lab, website.id) == schema.STATUS["delete_failed"], timeout=30)
+
+    lab.worker.before_write_back = after_the_change
     lab.delete_image("acme/website", website.id)
     wait_for(lambda: status(lab, website.id) == schema.STATUS["delete_ongoing"])
     started = time.time()
     result = stop_loop(lab, "--project", "acme/website", "--mode", "failed", settle=3.0)
+    lab.worker.before_write_back = None
     assert result.exit_code == 0, result.output
     doc = json.loads(result.stdout)
     assert doc["verified"] is True

@@ -17,6 +17,7 @@ import random
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -75,6 +76,9 @@ class DeletionWorker:
         self.job_latency = job_latency  # Sidekiq enqueue-to-fetch time between re-enqueued jobs
         self.policy_slots = policy_slots  # CleanupContainerRepositoryWorker jobs (0: policies never run)
         self.passes: list[PassRecord] = []
+        # Tests only: called with the row id after the registry calls, before the result is written back,
+        # to place a write-back after a given moment (as a slow Sidekiq job does) without racing the clock.
+        self.before_write_back: Callable[[int], None] | None = None
         self.cron_runs = 0
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -227,6 +231,8 @@ class DeletionWorker:
             calls.close()
         if self.slow > 0:
             self._stop.wait(self.slow)
+        if self.before_write_back is not None:
+            self.before_write_back(int(row["id"]))
         record.outcome = self._write_result(conn, row, version, failed)
         record.finished_at = time.time()
         with self._lock:
