@@ -132,3 +132,36 @@ def test_docker_source_resolved_on_the_registry_host(tmp_path: Path, big_log: Pa
     finally:
         host.close()
         server.stop()
+
+
+def test_a_remote_full_scan_reports_progress_as_it_goes(sshd: AsyncSSHServer, big_log: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(logs_remote, "PROGRESS_EVERY", 0.0)  # a line per chunk: the 40 MB log has ~20
+    seen: list[tuple[str, int, int]] = []
+    host = _host(sshd)
+    try:
+        report = logs.analyze_sources(host, [str(big_log)], None, progress=lambda *a: seen.append(a))
+    finally:
+        host.close()
+    local = logs.analyze_sources(LocalHost(), [str(big_log)], None)
+    assert report.loops[0]["requests"] == local.loops[0]["requests"]
+    assert report.sources[0]["transport"] == "python3"
+    assert len(seen) >= 5, seen
+    assert {source for source, _, _ in seen} == {str(big_log)}
+    done = [d for _, d, _ in seen]
+    assert done == sorted(done)
+    assert 0 < done[0] < done[-1] < seen[-1][2]
+    assert seen[-1][2] <= big_log.stat().st_size
+
+
+def test_progress_lines_from_the_host_are_untrusted() -> None:
+    calls: list[tuple[int, int]] = []
+    sink = logs_remote.ProgressLines(lambda done, total: calls.append((done, total)))
+    sink(b'{"progress": [1, 10]}\n{"progr')           # a line split between two chunks
+    sink(b'ess": [2, 10]}\n{"progress": [5, 3]}\n')     # done > total: ignored
+    sink(b'{"progress": [-1, 10]}\n{"progress": "x"}\n{"progress": [1.5, 10]}\n{"progress": [1, 2, 3]}\n')
+    sink(b'{"progress": [3, 10]' + b" " * 500 + b"]}\n")  # an over-long line: ignored
+    sink(b"x" * 100_000)                                 # no newline at all: bounded, not kept whole
+    assert len(sink.pending) <= 4096
+    sink(b'\n{"progress": [4, 10]}\n{"gro')
+    assert calls == [(1, 10), (2, 10), (4, 10)]

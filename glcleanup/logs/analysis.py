@@ -106,7 +106,8 @@ def read_summary(host: Host, path: str, since: timedelta | None,
                  progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
     """The agent's summary of one file: read here for a LocalHost, on the host otherwise.
 
-    `progress(done, total)` hears about local scans only (a remote reader answers once, at the end).
+    `progress(done, total)` hears about local scans and, through the reader's progress lines, remote ones
+    (the POSIX-tools fallback has none).
     """
     seconds = None if since is None else since.total_seconds()
     if isinstance(host, LocalHost):
@@ -118,7 +119,7 @@ def read_summary(host: Host, path: str, since: timedelta | None,
         return summary
     from glcleanup.logs.remote import analyze_remote
 
-    return analyze_remote(host, path, seconds)
+    return analyze_remote(host, path, seconds, progress)
 
 
 def analyze_sources(host: Host, sources: list[str], since: timedelta | None,
@@ -126,7 +127,7 @@ def analyze_sources(host: Host, sources: list[str], since: timedelta | None,
                     unrecognised_ok: bool = False) -> LogReport:
     """Evidence from every source (see the module docstring for the contract).
 
-    `progress(source, bytes scanned, bytes to scan)` is called while a local file is scanned. A source
+    `progress(source, bytes scanned, bytes to scan)` is called while a file is scanned. A source
     with no registry line is an error (no false all-clear) unless `unrecognised_ok` (truncate's own
     check then refuses it with its reason, or --force).
     """

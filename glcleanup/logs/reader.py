@@ -744,12 +744,32 @@ def exit_when_orphaned(interval: float = 0.2) -> threading.Thread:
     return thread
 
 
+PROGRESS_EVERY = 0.5  # seconds between progress lines of a remote scan
+
+
+def progress_lines(every: float = PROGRESS_EVERY, out: Any = None) -> Progress:
+    """A callback that writes `{"progress": [done, total]}` lines, at most one per `every` seconds."""
+    stream = out or sys.stdout
+    last = [time.monotonic()]
+
+    def tick(done: int, total: int) -> None:
+        now = time.monotonic()
+        if now - last[0] >= every and done < total:
+            last[0] = now
+            stream.write(json.dumps({"progress": [int(done), int(total)]}) + "\n")
+            stream.flush()
+
+    return tick
+
+
 def main(argv: list[str]) -> int:
-    """`python3 - PATH SINCE_SECONDS|all`: one JSON document on stdout (exit 2 on bad path)."""
+    """`python3 - PATH SINCE_SECONDS|all [progress [SECONDS]]`: one JSON document, the last line on stdout
+    (exit 2 on bad path); with `progress`, `{"progress": [done, total]}` lines before it, one per SECONDS."""
     exit_when_orphaned()
     try:
         since = None if argv[1] == "all" else float(argv[1])
-        out = analyze_path(argv[0], since)
+        every = float(argv[3]) if len(argv) > 3 else PROGRESS_EVERY
+        out = analyze_path(argv[0], since, progress=progress_lines(every) if argv[2:3] == ["progress"] else None)
     except (OSError, IndexError, ValueError) as exc:
         sys.stdout.write(json.dumps({"error": str(exc)}) + "\n")
         return 2

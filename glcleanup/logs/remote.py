@@ -12,6 +12,7 @@ from __future__ import annotations
 import gzip
 import json
 import zlib
+from collections.abc import Callable
 from importlib import resources
 from typing import Any
 
@@ -29,6 +30,7 @@ GREP_SH = ('tail -c +"$2" -- "$1" | { if [ "$3" = 1 ]; then IFS= read -r _; fi; 
            '| { gzip -c -1 2>/dev/null || cat; }')
 DF_SH = 'df -Pk -- "$1" | tail -n 1'
 TIMEOUT = 600.0
+PROGRESS_EVERY = 0.5  # seconds between the remote reader's progress lines
 
 
 def agent_source() -> bytes:
@@ -36,10 +38,17 @@ def agent_source() -> bytes:
     return (resources.files("glcleanup.logs") / "reader.py").read_bytes()
 
 
-def analyze_remote(host: Host, path: str, since: float | None) -> dict[str, Any]:
-    """Summary of the window, computed on `host`; falls back to POSIX tools without python3."""
+def analyze_remote(host: Host, path: str, since: float | None,
+                   progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+    """Summary of the window, computed on `host`; falls back to POSIX tools without python3.
+
+    With `progress`, the reader reports `{"progress": [done, total]}` lines while it scans; they are
+    passed on as they arrive (over SSH too), and only the last line is the summary.
+    """
     since_arg = "all" if since is None else repr(float(since))
-    result = run_script(host, AGENT_SH, path, since_arg, stdin=agent_source(), timeout=TIMEOUT)
+    extra = ["progress", repr(PROGRESS_EVERY)] if progress is not None else []
+    result = run_script(host, AGENT_SH, path, since_arg, *extra, stdin=agent_source(), timeout=TIMEOUT,
+                        on_stdout=ProgressLines(progress) if progress is not None else None)
     if result.exit_code == 127:
         return analyze_with_shell(host, path, since)
     try:
@@ -52,6 +61,33 @@ def analyze_remote(host: Host, path: str, since: float | None) -> dict[str, Any]
         raise NotFoundError(f"cannot read {path} on {host.name}: {document['error']}")
     document["transport"] = "python3"
     return document
+
+
+class ProgressLines:
+    """Turns the reader's stdout, chunk by chunk, into progress(done, total) calls.
+
+    The lines come from another host: anything but a well-formed progress line is ignored here (the
+    summary line is parsed once the reader has finished), and a line never grows past 4 KiB.
+    """
+
+    def __init__(self, progress: Callable[[int, int], None]) -> None:
+        self.progress = progress
+        self.pending = b""
+
+    def __call__(self, chunk: bytes) -> None:
+        lines = (self.pending + chunk).split(b"\n")
+        self.pending = lines.pop()[-4096:]
+        for line in lines:
+            if line.startswith(b'{"progress"') and len(line) < 200:
+                self._report(line)
+
+    def _report(self, line: bytes) -> None:
+        try:
+            done, total = json.loads(line)["progress"]
+        except (ValueError, TypeError, KeyError):
+            return
+        if isinstance(done, int) and isinstance(total, int) and 0 <= done <= total:
+            self.progress(done, total)
 
 
 class ShellReader:

@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-from glcleanup.transport.base import DEFAULT_TIMEOUT, CommandResult, Host
+from glcleanup.transport.base import DEFAULT_TIMEOUT, CommandResult, Host, OutputSink
 
 FILE_SIZE = 'test -r "$1" || { echo "cannot read $1" >&2; exit 2; }; wc -c < "$1"'
 
@@ -17,9 +17,9 @@ def script_argv(script: str, *args: str, name: str = "sh") -> list[str]:
 
 
 def run_script(host: Host, script: str, *args: str, name: str = "sh", stdin: bytes | None = None,
-               timeout: float | None = DEFAULT_TIMEOUT) -> CommandResult:
+               timeout: float | None = DEFAULT_TIMEOUT, on_stdout: OutputSink | None = None) -> CommandResult:
     """Run a fixed script on `host`; `args` are data."""
-    return host.run(script_argv(script, *args, name=name), stdin=stdin, timeout=timeout)
+    return host.run(script_argv(script, *args, name=name), stdin=stdin, timeout=timeout, on_stdout=on_stdout)
 
 
 def file_size(host: Host, path: str, timeout: float = 60.0) -> int | None:
