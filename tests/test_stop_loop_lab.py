@@ -123,7 +123,8 @@ def test_stop_loop_quiets_the_registry_within_one_settle_period(lab_factory: Cal
     # Within one settle period of the commit (nothing can stop before it; a slow boot on a loaded host
     # only moves the commit later).
     assert max(seen) <= applied + settle
-    print(f"\ntime to the last DELETE ({version}, {mode}): {max(seen) - started:.3f} s from `stop-loop --yes`, "
+    print(f"\ntime to the last DELETE ({version}, {mode}, {(lab.database_url and 'postgresql') or 'sqlite'}): "
+          f"{max(seen) - started:.3f} s from `stop-loop --yes`, "
           f"{max(seen) - applied:+.3f} s from the commit")
 
     assert status(lab, website.id) == (None if mode == "done" else schema.STATUS["delete_failed"])
