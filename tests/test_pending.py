@@ -5,6 +5,7 @@ The answer comes from a runner on another machine: odd values are ignored, never
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -57,3 +58,15 @@ def test_requeue_without_a_runner_or_a_registry_url_is_a_usage_error(tmp_path: A
     assert result.exit_code == 2, result.output
     assert "--requeue needs --rails-host" in result.stderr
     assert not (tmp_path / "stub").exists()
+
+
+@pytest.mark.parametrize("runner", ["/bin/false", "sh -c 'echo not json; exit 0'", "/nonexistent/gitlab-rails"])
+def test_stub_status_reports_the_stub_when_the_runner_fails(tmp_path: Any, runner: str) -> None:
+    result = CliRunner().invoke(app, ["stub", "status", "--registry-host", "local", "--dir", str(tmp_path / "stub"),
+                                      "-o", "json"],
+                                env={"GLCLEANUP_RAILS_HOST": "local", "GLCLEANUP_RAILS_RUNNER": runner})
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert doc["state"] == "off"
+    assert "gitlab" not in doc
+    assert doc["warnings"][0].startswith("cannot read GitLab's pending retries")

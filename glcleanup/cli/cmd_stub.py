@@ -15,7 +15,6 @@ from glcleanup.ops.pending import (
     RetryNow,
     latest_retry_epoch,
     pending_for_stub,
-    pending_retries,
     retry_now,
     waiting_in_backoff,
 )
@@ -224,8 +223,12 @@ def status_command(settings: Settings, directory: DirOpt = DEFAULT_DIR) -> int:
         doc = read_status(host, path).to_json()
     finally:
         host.close()
-    if settings.rails_host:  # one read-only boot: the rows GitLab will still retry, and when
-        doc["gitlab"] = pending_retries(settings)
+    gitlab, trouble = pending_for_stub(settings, required=False)  # one read-only boot, with --rails-host
+    if gitlab is not None:
+        doc["gitlab"] = gitlab
+    if trouble:
+        doc["warnings"] = [trouble]
+        info(f"warning: {trouble}")
     if json_mode(settings):
         emit_json(doc)
     else:
