@@ -7,16 +7,12 @@ One lab per version for the whole module; every test makes its own project, so t
 from __future__ import annotations
 
 import hashlib
-import http.client
 import json
 import shutil
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import pytest
 import requests
@@ -26,6 +22,7 @@ from glcleanup.cli import app
 from glcleanup.lab import schema, seed
 from glcleanup.lab.lab import Lab
 from glcleanup.lab.registry import free_port, list_tags, manifest_digest, push_image
+from tests.lab_proxy import FailingPutProxy
 from tests.support.net import wait_until
 
 pytestmark = [
@@ -195,69 +192,6 @@ def test_finish_450_tags_in_batches(labs: dict[str, Lab]) -> None:
     steps = [line for line in result.stderr.splitlines() if line.startswith("finish: repository")]
     assert [s.split(": ")[-1] for s in steps] == [f"{n}/450 tags deleted" for n in (100, 200, 300, 400, 450)]
     print(f"\n450 tags: {elapsed:.2f} s for plan (450 digests), 5 batches and the row")
-
-
-class FailingPutProxy:
-    """Forwards to the real registry but answers the `fail_at`-th manifest PUT with 500 (a registry
-    that breaks half-way): what GitLab's put_tag sees as a nil digest."""
-
-    def __init__(self, upstream: str, fail_at: int) -> None:
-        target = urlsplit(upstream)
-        self.puts = 0
-        self.seen: list[tuple[str, str, dict[str, str], bytes]] = []  # method, path, headers, body
-        proxy = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, format: str, *args: object) -> None:
-                return
-
-            def _forward(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length) if length else None
-                proxy.seen.append((self.command, self.path, dict(self.headers.items()), body or b""))
-                if self.command == "PUT" and "/manifests/" in self.path:
-                    proxy.puts += 1
-                    if proxy.puts == fail_at:
-                        self.send_response(500)
-                        self.send_header("Content-Length", "0")
-                        self.end_headers()
-                        return
-                conn = http.client.HTTPConnection(target.hostname, target.port, timeout=10)
-                skip = {"connection", "keep-alive", "transfer-encoding", "host", "content-length"}
-                conn.request(self.command, self.path, body=body,
-                             headers={k: v for k, v in self.headers.items() if k.lower() not in skip})
-                resp = conn.getresponse()
-                data = resp.read()
-                self.send_response(resp.status)
-                for k, v in resp.getheaders():
-                    if k.lower() not in skip:
-                        self.send_header(k, v)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                if self.command != "HEAD":
-                    self.wfile.write(data)
-                conn.close()
-
-            do_GET = do_HEAD = do_PUT = do_POST = do_DELETE = do_PATCH = do_OPTIONS = _forward
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def __enter__(self) -> FailingPutProxy:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(5)
 
 
 def test_a_registry_failing_half_way_leaves_the_row_and_names_the_tags_left(labs: dict[str, Lab]) -> None:

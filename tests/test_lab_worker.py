@@ -110,8 +110,11 @@ def test_17_3_loops_forever_with_digest_invalid(tmp_path: Path, registry: Regist
 def test_17_6_ends_in_delete_failed_after_ten_failures(tmp_path: Path, registry: RegistryProcess) -> None:
     db, rid = make_db(tmp_path, "17.6.0", registry.url)
     schedule(db, rid)
-    with DeletionWorker(db, time_scale=0.002, job_latency=0.01) as worker:
+    # 1 GitLab minute = 2 ms; the stale threshold at 3 s, not 60 ms: a loaded host's pass is not reset mid-flight
+    with DeletionWorker(db, time_scale=0.002, job_latency=0.01, stale_minutes=1500) as worker:
         wait_for(lambda: (r := row(db, rid)) is not None and r["status"] == 1, timeout=20)
+        # the pass that wrote delete_failed is recorded just after its write: count from there
+        wait_for(lambda: any(p.outcome == "failed" for p in worker.passes_for(rid)), timeout=5)
         settled = worker.pass_count
         time.sleep(0.3)
         assert worker.pass_count == settled    # nothing picks up delete_failed
@@ -157,7 +160,7 @@ def test_probe_404_takes_the_third_party_path_and_really_deletes(tmp_path: Path,
     assert first.outcome == "rescheduled"      # memoized tags_count: the next pass destroys
     assert last.outcome == "destroyed"
     assert list_tags(registry.url, "grp/app") == []
-    assert "OPTIONS /v2/name/manifests/tag" in proxy.seen
+    assert "OPTIONS /v2/name/manifests/tag" in proxy.requests
 
 
 def test_registry_url_is_read_on_every_pass(tmp_path: Path, registry: RegistryProcess) -> None:

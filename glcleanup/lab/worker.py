@@ -65,7 +65,8 @@ class DeletionWorker:
     def __init__(self, db_path: str | Path, time_scale: float = 0.05, slots: int = MAX_CAPACITY,
                  slow: float = 0.0, token: str = "lab-registry-jwt",  # noqa: S107 - a lab JWT stand-in, not a secret
                  request_timeout: float = 10.0,
-                 log_path: Path | None = None, job_latency: float = 0.25, policy_slots: int = 1) -> None:
+                 log_path: Path | None = None, job_latency: float = 0.25, policy_slots: int = 1,
+                 stale_minutes: float = STALE_DELETE_MINUTES) -> None:
         self.db_path = str(db_path)
         self.time_scale = time_scale
         self.slots = slots
@@ -75,6 +76,10 @@ class DeletionWorker:
         self.log_path = log_path
         self.job_latency = job_latency  # Sidekiq enqueue-to-fetch time between re-enqueued jobs
         self.policy_slots = policy_slots  # CleanupContainerRepositoryWorker jobs (0: policies never run)
+        # GitLab's 30 minutes; on a very fast lab clock a real pass (tens of ms on a loaded host) could outlast
+        # the scaled threshold and be reset mid-flight, which GitLab never does to a healthy pass: such tests
+        # lengthen it
+        self.stale_minutes = stale_minutes
         self.passes: list[PassRecord] = []
         # Tests only: called with the row id after the registry calls, before the result is written back,
         # to place a write-back after a given moment (as a slow Sidekiq job does) without racing the clock.
@@ -141,7 +146,7 @@ class DeletionWorker:
 
     def cron_tick(self, conn: sqlite3.Connection) -> None:
         """Reset stale delete_ongoing rows, then (perform_with_capacity) wake idle slots."""
-        threshold = schema.format_ts(_utcnow() - timedelta(seconds=self.minutes(STALE_DELETE_MINUTES)))
+        threshold = schema.format_ts(_utcnow() - timedelta(seconds=self.minutes(self.stale_minutes)))
         conn.execute("UPDATE container_repositories SET status = 0, delete_started_at = NULL "
                      "WHERE status = 2 AND delete_started_at < ?", (threshold,))
         with self._lock:
