@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from glcleanup.lab import postgres
+from glcleanup.lab.lab import Lab
 from glcleanup.lab.postgres import PostgresCluster
+from tests.support import running_lab, still_lab
 
 _ENV_TO_CLEAR = (
     "GITLAB_URL", "GITLAB_PRIVATE_TOKEN", "GITLAB_TOKEN", "PYTHON_GITLAB_CFG", "GITLAB_SSL_VERIFY",
@@ -69,3 +71,16 @@ def database(request: pytest.FixtureRequest) -> str | None:
 @pytest.fixture
 def pg_database(pg_cluster: PostgresCluster) -> str:
     return pg_cluster.create_database()
+
+
+@pytest.fixture(params=still_lab.LAB_DB_PARAMS, ids=still_lab.lab_db_id)
+def lab_db(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+           ) -> tuple[Path, str, dict[str, int]]:
+    """A still lab database per version, on PostgreSQL (GitLab's) and on SQLite (tests/support/still_lab.py)."""
+    return still_lab.make_lab_db(request, tmp_path, monkeypatch)
+
+
+@pytest.fixture
+def lab_factory(tmp_path: Path, database: str | None) -> Iterator[Callable[..., Lab]]:
+    """Running labs on PostgreSQL (GitLab's database) and on SQLite (the demo's): every test runs on both."""
+    yield from running_lab.labs_for(tmp_path, database)

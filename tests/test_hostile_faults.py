@@ -23,7 +23,7 @@ from glcleanup.journal.store import Journal
 from glcleanup.lab import schema
 from glcleanup.transport import LocalHost, SSHHost, SSHOptions, parse_host
 from tests.support.ssh import AsyncSSHServer
-from tests.test_stop_loop_static import RUNNER, make_db, rows
+from tests.support.still_lab import RUNNER, make_db, rows
 
 OTHER_KEY = "AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"
 

@@ -28,7 +28,7 @@ from glcleanup.journal.store import Journal
 from glcleanup.journal.verify import MAX_JOURNAL_BYTES
 from glcleanup.paths import journal_dir, journal_key_path
 from glcleanup.transport import LocalHost
-from tests.test_stop_loop_static import RUNNER, dump, make_db
+from tests.support.still_lab import RUNNER, dump, make_db
 
 pytestmark = [pytest.mark.skipif(shutil.which("ruby") is None, reason="ruby missing"), pytest.mark.timeout(120)]
 VERSION = "17.6.0"

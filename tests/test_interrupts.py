@@ -20,7 +20,7 @@ from glcleanup.cli import app
 from glcleanup.errors import Interrupted
 from glcleanup.logs import truncate as logs_disk
 from glcleanup.transport import LocalHost
-from tests.test_stop_loop_static import RUNNER, dump, make_db
+from tests.support.still_lab import RUNNER, dump, make_db
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_stop_loop_static import RUNNER, dump, make_db
+from tests.support.still_lab import RUNNER, dump, make_db
 
 pytestmark = pytest.mark.skipif(shutil.which("ruby") is None, reason="ruby missing")
 ROOT = Path(__file__).resolve().parents[1]

@@ -26,7 +26,7 @@ from glcleanup.ops.stop_loop import StopLoopReport, StopLoopRequest, stop_loop
 from glcleanup.ops.undo import undo
 from glcleanup.settings import Settings
 from tests.support.net import wait_until
-from tests.test_stop_loop_static import RUNNER, cli, make_db, rows
+from tests.support.still_lab import RUNNER, cli, make_db, rows
 
 psycopg = pytest.importorskip("psycopg")
 pytestmark = [pytest.mark.skipif(shutil.which("ruby") is None, reason="ruby missing"), pytest.mark.timeout(120)]

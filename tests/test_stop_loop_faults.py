@@ -32,7 +32,7 @@ from glcleanup.paths import journal_dir
 from glcleanup.settings import Settings
 from glcleanup.transport import CommandResult, SSHHost, SSHOptions, parse_host
 from tests.support.ssh import AsyncSSHServer, OpenSSHServer
-from tests.test_stop_loop_static import RUNNER, PgDsn, dump, make_db
+from tests.support.still_lab import RUNNER, PgDsn, dump, make_db
 
 EXEC_RUNNER = f"exec {RUNNER}"  # `sh -c` would otherwise survive as the parent and shield the runner
 

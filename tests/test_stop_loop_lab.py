@@ -4,21 +4,19 @@ Distribution 2.8 registry, per GitLab version; the race with a slow worker; seve
 from __future__ import annotations
 
 import json
-import re
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 import pytest
-from typer.testing import CliRunner, Result
+from typer.testing import CliRunner
 
 from glcleanup.cli import app
-from glcleanup.lab import schema, seed
+from glcleanup.lab import schema
 from glcleanup.lab.lab import Lab
-from tests.support.net import wait_until
+from tests.support.running_lab import deletes, status, stop_loop, table, wait_for
 from tests.support.ssh import AsyncSSHServer
 
 pytestmark = [
@@ -27,116 +25,6 @@ pytestmark = [
     pytest.mark.timeout(180),
 ]
 pytest.importorskip("glcleanup.lab.api")
-_DELETE = re.compile(r'time="([^"]+)".*http\.request\.method=DELETE .*vars\.name=(\S+)')
-
-
-def deletes(log: Path, path: str) -> list[float]:
-    """Epoch times of every DELETE the registry logged for `path` (logrus text lines)."""
-    out = []
-    for line in log.read_text(errors="replace").splitlines():
-        match = _DELETE.search(line)
-        if match and match.group(2) == path:
-            stamp = re.sub(r"(\.\d{6})\d*Z$", r"\1+00:00", match.group(1))
-            out.append(datetime.fromisoformat(stamp).timestamp())
-    return out
-
-
-def wait_for(cond: Callable[[], object], timeout: float = 20.0) -> None:
-    wait_until(cond, timeout)
-
-
-def table(lab: Lab) -> dict[int, dict[str, Any]]:
-    conn = schema.connect(lab.database)
-    try:
-        return {r["id"]: dict(r) for r in conn.execute("SELECT * FROM container_repositories")}
-    finally:
-        conn.close()
-
-
-def status(lab: Lab, rid: int) -> int | None:
-    row = table(lab).get(rid)
-    return None if row is None else row["status"]
-
-
-def boots(lab: Lab) -> int:
-    return lab.boot_log.read_text().count("\n") if lab.boot_log.exists() else 0
-
-
-def stop_loop(lab: Lab, *args: str, settle: float = 2.0, extra_env: dict[str, str] | None = None) -> Result:
-    return CliRunner().invoke(app, ["stop-loop", *args, "--settle", str(settle), "--yes", "-o", "json"],
-                              env={**lab.settings_env(), **(extra_env or {})})
-
-
-@pytest.fixture
-def lab_factory(tmp_path: Path, database: str | None) -> Iterator[Callable[..., Lab]]:
-    """Labs on PostgreSQL (GitLab's database) and on SQLite (the demo's): every test runs on both."""
-    labs: list[Lab] = []
-
-    def make(version: str, **kw: Any) -> Lab:
-        lab = Lab(tmp_path / f"lab-{len(labs)}", version=version, database=database, **kw)
-        labs.append(lab)
-        lab.up(daemon=False)
-        return lab
-
-    yield make
-    for lab in labs:
-        lab.down()
-
-
-QUIET_CASES = [("17.3.5", "done"), ("17.3.5", "failed"), ("16.6.1", "done"), ("17.5.0", "failed"),
-               ("17.5.0+flag", "failed"), ("17.6.0", "failed"), ("18.2.0", "failed")]
-SQLITE_QUIET = {("17.3.5", "done"), ("17.3.5", "failed"), ("16.6.1", "done"), ("17.6.0", "failed")}
-
-
-# Every version on PostgreSQL (GitLab's database); the embedded SQLite on the original four (CI time).
-@pytest.mark.parametrize(("version", "mode", "database"),
-                         [(v, m, "postgresql") for v, m in QUIET_CASES]
-                         + [(v, m, "sqlite") for v, m in QUIET_CASES if (v, m) in SQLITE_QUIET],
-                         indirect=["database"])
-def test_stop_loop_quiets_the_registry_within_one_settle_period(lab_factory: Callable[..., Lab], version: str,
-                                                                mode: str) -> None:
-    version, _, flag = version.partition("+")
-    lab = lab_factory(version)
-    if flag:  # Feature.enable(:set_delete_failed_container_repository): 17.5's retry cap
-        conn = schema.connect(lab.database)
-        seed.set_feature(conn, "set_delete_failed_container_repository")
-        conn.close()
-    assert lab.demo is not None
-    website = lab.demo.repository("acme/website")
-    lab.delete_image("acme/website", website.id)
-    wait_for(lambda: len(deletes(lab.registry_log, "acme/website")) >= 4)
-    others_before = {k: v for k, v in table(lab).items() if k != website.id}
-    settle = 2.0
-    started = time.time()
-    result = stop_loop(lab, "--project", "acme/website", "--mode", mode, settle=settle)
-    finished = time.time()
-    assert result.exit_code == 0, result.output
-    doc = json.loads(result.stdout)
-    assert (doc["applied"], doc["verified"]) == (True, True)
-    assert boots(lab) == 1
-    assert finished - started >= settle
-
-    seen = deletes(lab.registry_log, "acme/website")
-    time.sleep(1.5)  # the worker keeps running: nothing more may reach the registry for this repository
-    assert deletes(lab.registry_log, "acme/website") == seen
-    applied = datetime.fromisoformat(json.loads(Path(doc["journal"]).read_text())["applied_at"]).timestamp()
-    # Within one settle period of the commit (nothing can stop before it; a slow boot on a loaded host
-    # only moves the commit later).
-    assert max(seen) <= applied + settle
-    print(f"\ntime to the last DELETE ({version}, {mode}, {(lab.database_url and 'postgresql') or 'sqlite'}): "
-          f"{max(seen) - started:.3f} s from `stop-loop --yes`, "
-          f"{max(seen) - applied:+.3f} s from the commit")
-
-    assert status(lab, website.id) == (None if mode == "done" else schema.STATUS["delete_failed"])
-    if mode == "done":
-        assert website.id not in table(lab)
-        left = doc["left_in_registry"]["repositories"]
-        assert [r["path"] for r in left] == ["acme/website"]
-        assert {t["tag"] for t in left[0]["tags"]} == {"latest", "2026-11-28"}
-        assert all(t["digest"].startswith("sha256:") for t in left[0]["tags"])
-    assert {k: v for k, v in table(lab).items() if k != website.id} == others_before
-
-
 @pytest.mark.parametrize("version", ["17.3.5", "17.6.0"])
 def test_a_slow_worker_writing_back_after_the_change_is_caught_and_reapplied(lab_factory: Callable[..., Lab],
                                                                               version: str) -> None:

@@ -1,140 +1,20 @@
 """stop-loop and undo on a still lab database (no worker): the real Ruby/ActiveRecord runner, whole-table
-dumps before and after, rollback on a Ruby exception, the lock, input validation, one boot per command."""
+dumps before and after, rollback on a Ruby exception, one boot per command (the refusals are in
+test_stop_loop_refusals.py)."""
 
 from __future__ import annotations
 
 import json
 import shutil
-import sqlite3
-import threading
-import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
-from typer.testing import CliRunner, Result
 
-from glcleanup.cli import app
-from glcleanup.lab import schema, seed
-from glcleanup.ops.stop_loop import StopLoopRequest, stop_loop
+from glcleanup.lab import schema
 from glcleanup.paths import journal_dir
-from glcleanup.settings import Settings
-from tests.support.net import wait_until
+from tests.support.still_lab import PgDsn, boots, cli, dump, execute, rows, stop
 
 pytestmark = pytest.mark.skipif(shutil.which("ruby") is None, reason="ruby missing")
-LAB_RAILS = Path(__file__).parents[1] / "glcleanup" / "lab" / "rails" / "gitlab-rails"
-RUNNER = f"{LAB_RAILS} runner"
-VERSIONS = ("16.6.1", "17.3.5", "17.5.0", "17.6.0")
-
-
-class PgDsn(str):
-    """A PostgreSQL lab database: its DSN, with the lab directory as `parent` (logs, boots, a second db)."""
-
-    parent: Path
-    cluster: Any
-
-    def __new__(cls, dsn: str, parent: Path, cluster: Any) -> PgDsn:
-        obj = super().__new__(cls, dsn)
-        obj.parent = parent
-        obj.cluster = cluster
-        return obj
-
-
-def make_db(path: Path | str, version: str) -> dict[str, int]:
-    """acme/web: stuck, ongoing, fine (cleanup run unfinished), parked; other/x: a stuck one outside."""
-    schema.create(path, version)
-    conn = schema.connect(path)
-    web = seed.create_project(conn, seed.ensure_group(conn, "acme"), "web")
-    other = seed.create_project(conn, seed.ensure_group(conn, "other"), "x")
-    ids = {
-        "stuck": seed.create_repository(conn, web, "", "delete_scheduled"),
-        "ongoing": seed.create_repository(conn, web, "app", "delete_ongoing"),
-        "fine": seed.create_repository(conn, web, "ok", cleanup_status="cleanup_unfinished"),
-        "parked": seed.create_repository(conn, web, "old", "delete_failed"),
-        "outside": seed.create_repository(conn, other, "", "delete_scheduled"),
-    }
-    conn.execute("UPDATE container_repositories SET delete_started_at = '2026-11-29 01:02:03.123456' "
-                 "WHERE id = ?", (ids["ongoing"],))
-    if schema.has_retry_columns(version):
-        conn.execute("UPDATE container_repositories SET failed_deletion_count = 3, "
-                     "next_delete_attempt_at = '2026-11-29 01:10:00.000001' WHERE id = ?", (ids["stuck"],))
-    seed.create_policy(conn, web, enabled=True)
-    seed.create_policy(conn, other, enabled=True)
-    conn.close()
-    return ids
-
-
-def dump(db: Path | str) -> str:
-    """Every row of every table (and the sequences) as the database prints them."""
-    if isinstance(db, PgDsn):
-        conn = schema.connect(db)
-        try:
-            tables = [r[0] for r in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public' "
-                                                  "ORDER BY tablename")]
-            lines = [f"{t}: {r[0]}" for t in tables
-                     for r in conn.execute(f'SELECT "{t}"::text FROM "{t}" ORDER BY 1')]  # noqa: S608
-            lines += [f"{r[0]}: {r[1]}" for r in conn.execute(
-                "SELECT sequencename, last_value FROM pg_sequences ORDER BY 1")]
-            return "\n".join(lines)
-        finally:
-            conn.close()
-    conn = sqlite3.connect(db)
-    try:
-        return "\n".join(conn.iterdump())
-    finally:
-        conn.close()
-
-
-def rows(db: Path | str, table: str = "container_repositories") -> dict[Any, dict[str, Any]]:
-    conn = schema.connect(db)
-    try:
-        key = "project_id" if table == "container_expiration_policies" else "id"
-        return {r[key]: dict(r) for r in conn.execute(f"SELECT * FROM {table}")}  # noqa: S608
-    finally:
-        conn.close()
-
-
-def execute(db: Path | str, sql: str, *params: object) -> None:
-    conn = schema.connect(db) if isinstance(db, PgDsn) else sqlite3.connect(db)
-    if params:
-        conn.execute(sql, params)
-        conn.commit()
-    else:
-        conn.executescript(sql)
-    conn.close()
-
-
-# Every version on PostgreSQL (GitLab's database); SQLite (the demo's) on one version before and one after
-# 17.5's retry columns, to keep CI inside its budget.
-@pytest.fixture(params=[(v, "postgresql") for v in VERSIONS] + [(v, "sqlite") for v in ("17.3.5", "17.6.0")],
-                ids=lambda p: f"{p[0]}-{p[1]}")
-def lab_db(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-           ) -> tuple[Path, str, dict[str, int]]:
-    """A still lab database per version, on PostgreSQL (GitLab's database) and on SQLite."""
-    version, database = request.param
-    db: Path = tmp_path / "gitlab.sqlite3"
-    monkeypatch.setenv("GLCLEANUP_LAB_DB", str(db))
-    if database == "postgresql":
-        cluster = request.getfixturevalue("pg_cluster")
-        db = PgDsn(cluster.create_database(), tmp_path, cluster)  # type: ignore[assignment]
-        monkeypatch.setenv("GLCLEANUP_LAB_DATABASE_URL", str(db))
-    ids = make_db(db, version)
-    monkeypatch.setenv("GLCLEANUP_LAB_BOOT_LOG", str(tmp_path / "boots.log"))
-    return db, version, ids
-
-
-def boots(db: Path) -> int:
-    log = db.parent / "boots.log"
-    return log.read_text().count("\n") if log.exists() else 0
-
-
-def cli(*args: str) -> Result:
-    return CliRunner().invoke(app, [*args, "--rails-host", "local", "--rails-runner", RUNNER, "-o", "json"])
-
-
-def stop(*extra: str) -> Result:
-    return cli("stop-loop", "--project", "acme/web", "--settle", "0.3", *extra)
 
 
 def test_dry_run_shows_the_plan_and_changes_nothing(lab_db: tuple[Path, str, dict[str, int]]) -> None:
@@ -218,74 +98,6 @@ def test_apply_then_undo_restores_the_database_byte_for_byte(lab_db: tuple[Path,
     assert boots(db) == 3  # stop-loop, undo preview, undo; the refused ones never booted
 
 
-def test_undo_refuses_when_rows_changed_since(lab_db: tuple[Path, str, dict[str, int]]) -> None:
-    db, _version, ids = lab_db
-    assert stop("--mode", "failed", "--yes").exit_code == 0
-    execute(db, "UPDATE container_repositories SET status = 0 WHERE id = ?", ids["ongoing"])
-    changed = dump(db)
-    db2: Path | str = db.parent / "second.sqlite3"
-    env = {"GLCLEANUP_LAB_DB": str(db2)}
-    if isinstance(db, PgDsn):
-        db2 = PgDsn(db.cluster.create_database(), db.parent, db.cluster)
-        env = {"GLCLEANUP_LAB_DATABASE_URL": str(db2)}
-    result = cli("undo", "--yes")
-    assert result.exit_code == 3
-    assert f"container repository {ids['ongoing']} changed since" in result.stderr
-    assert dump(db) == changed
-
-    # done mode: the removed row exists again under its name
-    make_db(db2, _version)
-    result = CliRunner().invoke(app, ["stop-loop", "--project", "acme/web", "--repository", str(ids["stuck"]),
-                                      "--settle", "0.1", "--yes", "--rails-host", "local", "--rails-runner",
-                                      RUNNER, "-o", "json"], env=env)
-    assert result.exit_code == 0, result.output
-    execute(db2, "INSERT INTO container_repositories(project_id, name, created_at, updated_at) SELECT "
-                 "project_id, '', created_at, updated_at FROM container_repositories WHERE id = ?", ids["ongoing"])
-    refused = CliRunner().invoke(app, ["undo", "--yes", "--rails-host", "local", "--rails-runner", RUNNER],
-                                 env=env)
-    assert refused.exit_code == 3
-    assert "has a new repository named" in refused.stderr
-
-
-def test_repository_narrowing_and_foreign_ids(lab_db: tuple[Path, str, dict[str, int]]) -> None:
-    db, _version, ids = lab_db
-    before = rows(db)
-    result = stop("--repository", str(ids["ongoing"]), "--mode", "failed", "--yes")
-    assert result.exit_code == 0, result.output
-    doc = json.loads(result.stdout)
-    assert [p["id"] for p in doc["plan"]] == [ids["ongoing"]]
-    after = rows(db)
-    assert after[ids["ongoing"]]["status"] == schema.STATUS["delete_failed"]
-    assert {k: v for k, v in after.items() if k != ids["ongoing"]} == {
-        k: v for k, v in before.items() if k != ids["ongoing"]}
-
-    frozen = dump(db)
-    foreign = stop("--repository", str(ids["outside"]), "--yes")
-    assert foreign.exit_code == 2  # an input error, said once
-    assert f"container repository {ids['outside']} does not belong to project acme/web" in foreign.stderr
-    assert foreign.stderr.count("nothing was changed") == 1
-    assert foreign.stderr.count("\n") == 1
-    missing = cli("stop-loop", "--project", "acme/nope", "--yes")
-    assert missing.exit_code == 3
-    assert "project not found: acme/nope" in missing.stderr
-    assert dump(db) == frozen
-
-
-@pytest.mark.parametrize("args", [
-    ["--project", "a/b'; system('id') #"], ["--project", "a/$(id)"], ["--project", "a/../etc"],
-    ["--project", "acme/web", "--repository", "1; DROP TABLE x"], ["--project", "acme/web", "--repository", "-1"],
-    ["--project", "acme/web", "--repository", "0x10"], ["--project", "acme/web", "--repository", "１"],
-    ["--project", "acme/web", "--mode", "nuke"], ["--project", "acme/web", "--settle", "-1"],
-])
-def test_hostile_input_is_refused_before_anything_runs(args: list[str], tmp_path: Path,
-                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("GLCLEANUP_LAB_BOOT_LOG", str(tmp_path / "boots.log"))
-    result = CliRunner().invoke(app, ["stop-loop", *args, "--yes", "--rails-host", "local", "--rails-runner", RUNNER])
-    assert result.exit_code == 2, result.output
-    assert result.stderr.startswith("glcleanup: error:")
-    assert not (tmp_path / "boots.log").exists()
-
-
 @pytest.mark.parametrize("mode", ["done", "failed"])
 def test_ruby_exception_mid_apply_rolls_everything_back(lab_db: tuple[Path, str, dict[str, int]], mode: str) -> None:
     db, _version, ids = lab_db
@@ -310,78 +122,3 @@ def test_ruby_exception_mid_apply_rolls_everything_back(lab_db: tuple[Path, str,
     nothing = cli("undo")
     assert nothing.exit_code == 3
     assert "no applied, not yet undone journal" in nothing.stderr
-
-
-def test_second_stop_loop_on_the_same_project_is_refused(lab_db: tuple[Path, str, dict[str, int]],
-                                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    db, _version, _ids = lab_db
-    monkeypatch.setenv("GLCLEANUP_LAB_BOOT_DELAY", "2")
-    settings = Settings(rails_host="local", rails_runner=RUNNER)
-    outcome: dict[str, Any] = {}
-
-    def first() -> None:
-        outcome["report"] = stop_loop(settings, StopLoopRequest("acme/web", mode="failed", settle=0.2, apply=True))
-
-    thread = threading.Thread(target=first)
-    thread.start()
-    wait_for(lambda: boots(db) == 0 and any((journal_dir().parent / "locks").glob("*.lock")))
-    time.sleep(0.3)
-    second = stop("--yes")
-    undo = cli("undo", "--yes")
-    thread.join(30)
-    assert second.exit_code == 3
-    assert "another glcleanup stop-loop is working on acme/web" in second.stderr
-    assert outcome["report"].verified is True
-    assert undo.exit_code == 3  # either locked or, had it won the race, no journal yet: never a change
-    other = CliRunner().invoke(app, ["stop-loop", "--project", "other/x", "--settle", "0", "--rails-host", "local",
-                                     "--rails-runner", RUNNER, "-o", "json"])
-    assert other.exit_code == 0  # another project is not locked
-
-
-def test_interactive_yes_applies_only_the_rows_shown(lab_db: tuple[Path, str, dict[str, int]]) -> None:
-    db, _version, ids = lab_db
-    seen: list[int] = []
-
-    def confirm(report: Any) -> bool:
-        seen.extend(p["id"] for p in report.plan)
-        execute(db, "UPDATE container_repositories SET status = 0 WHERE id = ?", ids["parked"])  # appears meanwhile
-        return True
-
-    report = stop_loop(Settings(rails_host="local", rails_runner=RUNNER),
-                       StopLoopRequest("acme/web", mode="failed", settle=0.1), confirm=confirm)
-    assert report.applied
-    assert sorted(seen) == sorted([ids["stuck"], ids["ongoing"]])
-    assert rows(db)[ids["parked"]]["status"] == 0  # not shown, not touched
-    assert boots(db) == 2  # the documented price of an interactive yes
-
-
-def wait_for(cond: Callable[[], object], timeout: float = 15.0) -> None:
-    wait_until(cond, timeout)
-
-
-def test_undo_never_runs_the_journals_runner(lab_db: tuple[Path, str, dict[str, int]]) -> None:
-    """design.md §7.8: without a configured rails host undo names the journal's and runs nothing."""
-    db, _version, _ids = lab_db
-    assert stop("--mode", "done", "--yes").exit_code == 0
-    after = dump(db)
-    result = CliRunner().invoke(app, ["undo", "--yes", "-o", "json"])  # no --rails-host: refused
-    assert result.exit_code == 2, result.output
-    assert "--rails-host 'local'" in result.stderr
-    assert dump(db) == after
-    assert boots(db) == 1
-    done = cli("undo", "--yes")
-    assert done.exit_code == 0, done.output
-    assert json.loads(done.stdout)["exact"] is True
-
-
-def test_stop_loop_twice_is_one_line(lab_db: tuple[Path, str, dict[str, int]]) -> None:
-    db, _version, _ids = lab_db
-    args = ["stop-loop", "--project", "other/x", "--settle", "0.1", "--yes", "--rails-host", "local",
-            "--rails-runner", RUNNER]
-    first = CliRunner().invoke(app, [*args, "-o", "json"], env={"GLCLEANUP_LAB_DB": str(db)})
-    assert first.exit_code == 0, first.output
-    again = CliRunner().invoke(app, [*args, "-o", "table"], env={"GLCLEANUP_LAB_DB": str(db)})
-    assert again.exit_code == 0, again.output
-    assert again.stdout.count("\n") == 1, again.stdout
-    assert again.stdout.startswith("nothing to stop in other/x: no repository is in delete_scheduled/delete_ongoing")
-    assert again.stderr == ""
