@@ -16,8 +16,8 @@ from glcleanup.gitlab import api as gitlab_api
 from glcleanup.lab import schema, seed
 from glcleanup.lab.api import GitLabApiServer
 from glcleanup.settings import Settings
+from tests.support.api_lab import TOKEN, build
 from tests.support.net import free_port
-from tests.test_api_lab import TOKEN, build
 
 STUCK_17 = {("acme/website", "acme/website/worker", "delete_scheduled"),
             ("alice/sandbox", "alice/sandbox/img3", "delete_failed"),

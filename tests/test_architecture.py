@@ -107,3 +107,13 @@ def test_no_import_cycles_between_modules() -> None:
 
     cycles = sorted((a, b) for a, deps in graph.items() for b in deps if a < b and reaches(b, a))
     assert not cycles
+
+
+def test_no_test_file_imports_another() -> None:
+    """Shared test helpers live in tests/support/ (or tests/lab_proxy.py): a test file is never a library."""
+    offenders = []
+    for path in sorted(Path(__file__).parent.glob("test_*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("tests.test_"):
+                offenders.append(f"{path.name} imports {node.module}")
+    assert offenders == []
