@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(docker-registry nginx openssh-server openssh-client ruby ruby-activerecord ruby-sqlite3 postgresql ruby-pg
+APT_PACKAGES=(docker-registry nginx openssh-server openssh-client ruby ruby-activerecord ruby-sqlite3 ruby-bootsnap postgresql ruby-pg
               openssl curl ca-certificates iproute2 python3 python3-venv docker-compose
               prometheus prometheus-node-exporter)
 

@@ -289,3 +289,24 @@ def test_query_cache_on_for_the_script_on_rails_7_1_versions(tmp_path: Path, ver
         puts [before, ContainerRepository.where(id: id).first.status].to_json
     """, str(ids["worker"]))
     assert out == ["delete_scheduled", "delete_scheduled" if cached else "delete_failed"]
+
+
+@pytest.mark.parametrize("mode", [0o700, 0o777, 0o755], ids=oct)
+def test_bootsnap_cache_is_used_only_from_a_private_directory(tmp_path: Path, mode: int) -> None:
+    """The compile cache is code the next boot runs: a directory others can write (or read) is not used."""
+    db, ids = make_db(tmp_path, "17.3.5")
+    cache = tmp_path / "bootsnap"
+    cache.mkdir()
+    cache.chmod(mode)
+    proc = run(db, ["runner", "puts ContainerRepository.count"], env={"GLCLEANUP_LAB_BOOTSNAP_DIR": str(cache)})
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == str(len([ids["root"], ids["worker"], ids["cleanup"]]))
+    written = list(cache.rglob("*"))
+    if mode == 0o700 and shutil.which("ruby") and _has_bootsnap():
+        assert written, "a private cache directory is used"
+    else:
+        assert written == []
+
+
+def _has_bootsnap() -> bool:
+    return subprocess.run(["ruby", "-e", "require 'bootsnap'"], capture_output=True, check=False).returncode == 0
