@@ -6,6 +6,7 @@ The answer comes from a runner on another machine: odd values are ignored, never
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import pytest
@@ -70,3 +71,39 @@ def test_stub_status_reports_the_stub_when_the_runner_fails(tmp_path: Any, runne
     assert doc["state"] == "off"
     assert "gitlab" not in doc
     assert doc["warnings"][0].startswith("cannot read GitLab's pending retries")
+
+
+def test_retry_now_moves_the_watchers_mark_only_when_every_project_was_requeued(
+        tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from glcleanup.errors import ConnectError
+    from glcleanup.ops import pending
+    from glcleanup.ops.requeue import RequeueReport
+    from glcleanup.settings import Settings
+    from glcleanup.transport import LocalHost
+
+    done = RequeueReport({"plan": [{"id": 1}], "applied": True, "verified": True, "project": {"full_path": "a/b"}})
+
+    def fake(settings: Settings, targets: dict[str, list[int]]) -> list[RequeueReport]:
+        if "acme/broken" in targets:
+            raise ConnectError("SSH connection to gitlab failed")
+        return [done]
+
+    monkeypatch.setattr(pending, "requeue_waiting", fake)
+    (tmp_path / "stub").mkdir()
+    mark = tmp_path / "stub" / "not_before"
+    mark.write_text("1796119201\n")
+    host = LocalHost()
+
+    partial = pending.retry_now(Settings(), host, str(tmp_path / "stub"), {"a/b": [1], "acme/broken": [2]}, quiet=True)
+    assert not partial.ok
+    assert partial.errors == {"acme/broken": "SSH connection to gitlab failed"}
+    assert partial.held_until is None
+    assert mark.read_text() == "1796119201\n"              # the rows still wait: the old mark stays
+
+    whole = pending.retry_now(Settings(), host, str(tmp_path / "stub"), {"a/b": [1]}, quiet=True)
+    assert whole.ok
+    assert whole.held_until is not None
+    assert int(mark.read_text()) == whole.held_until        # GitLab's cron picks them within 5 minutes
+    assert 355 <= whole.held_until - time.time() <= 361
+    assert [r["error"] for r in whole.to_json()] == [None]
+    assert [r["error"] for r in partial.to_json()] == [None, "SSH connection to gitlab failed"]
