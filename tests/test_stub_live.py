@@ -14,7 +14,6 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -36,6 +35,7 @@ from glcleanup.stub.render import StubConfig, build_config
 from glcleanup.transport import CommandResult, Host, LocalHost, OutputSink, SSHHost, SSHOptions, parse_host
 from tests.support.net import free_port, wait_port, wait_until
 from tests.support.ssh import AsyncSSHServer, OpenSSHServer
+from tests.support.terminal import on_a_terminal
 
 pytestmark = [
     pytest.mark.skipif(shutil.which("nginx") is None, reason="nginx missing"),
@@ -976,56 +976,20 @@ def test_compose_without_an_engine_is_refused_before_anything_changes(tmp_path: 
     assert not (tmp_path / "stub").exists()
 
 
-def _on_a_terminal(argv: list[str], answer: str, timeout: float = 30.0) -> tuple[int, str]:
-    """Run the CLI with stdin/stdout/stderr on a pty, answer its question, return (rc, what it printed)."""
-    import pty
-    import select
-
-    master, slave = pty.openpty()
-    proc = subprocess.Popen([sys.executable, "-m", "glcleanup", *argv], stdin=slave, stdout=slave, stderr=slave,
-                            close_fds=True)
-    os.close(slave)
-    seen = b""
-    answered = False
-    deadline = time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([master], [], [], 0.1)
-            if ready:
-                try:
-                    chunk = os.read(master, 4096)
-                except OSError:
-                    break
-                if not chunk:
-                    break
-                seen += chunk
-            if not answered and b"apply this plan?" in seen:
-                os.write(master, answer.encode() + b"\n")
-                answered = True
-            if proc.poll() is not None and not ready:
-                break
-        rc = proc.wait(timeout=5)
-    finally:
-        os.close(master)
-        if proc.poll() is None:
-            proc.kill()
-    return rc, seen.decode(errors="replace")
-
-
 def test_interactive_yes_on_a_terminal(tmp_path: Path, tls: TLS, cleanup: list[Callable[[], None]]) -> None:
     directory = tmp_path / "stub"
     track_stub(directory, cleanup)
     common = ["--registry-host", "local", "--dir", str(directory)]
     on = ["stub", "on", *common, "--listen", f"127.0.0.1:{free_port()}", "--cert", tls.cert, "--key", tls.key]
-    rc, out = _on_a_terminal(on, "n")
+    rc, out = on_a_terminal(on, b"apply this plan?", "n", timeout=30.0)
     assert rc == 0
     assert "apply this plan?" in out
     assert not directory.exists()
-    rc, out = _on_a_terminal(on, "y")
+    rc, out = on_a_terminal(on, b"apply this plan?", "y", timeout=30.0)
     assert rc == 0, out
     assert "stub on: respond on 127.0.0.1:" in out
     assert read_status(LocalHost(), str(directory)).on
-    rc, out = _on_a_terminal(["stub", "off", *common], "y")
+    rc, out = on_a_terminal(["stub", "off", *common], b"apply this plan?", "y", timeout=30.0)
     assert rc == 0, out
     assert "stub off (registry not checked" in out
     assert not read_status(LocalHost(), str(directory)).on
