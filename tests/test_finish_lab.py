@@ -12,7 +12,6 @@ import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import requests
@@ -24,6 +23,7 @@ from glcleanup.lab.lab import Lab
 from glcleanup.lab.registry import free_port, list_tags, manifest_digest, push_image
 from tests.lab_proxy import FailingPutProxy
 from tests.support.net import wait_until
+from tests.support.running_lab import boots, row
 
 pytestmark = [
     pytest.mark.skipif(shutil.which("docker-registry") is None, reason="docker-registry missing"),
@@ -83,19 +83,6 @@ def link_tags(lab: Lab, path: str, source_tag: str, tags: list[str]) -> None:
         for link in (tags_dir / tag / "current" / "link", tags_dir / tag / "index" / "sha256" / digest[7:] / "link"):
             link.parent.mkdir(parents=True, exist_ok=True)
             link.write_text(digest)
-
-
-def row(lab: Lab, rid: int) -> dict[str, Any] | None:
-    conn = schema.connect(lab.db_path)
-    try:
-        found = conn.execute("SELECT * FROM container_repositories WHERE id = ?", (rid,)).fetchone()
-        return dict(found) if found else None
-    finally:
-        conn.close()
-
-
-def boots(lab: Lab) -> int:
-    return lab.boot_log.read_text().count("\n") if lab.boot_log.exists() else 0
 
 
 def finish(lab: Lab, project: str, *extra: str, yes: bool = True) -> Result:

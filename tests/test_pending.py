@@ -83,12 +83,12 @@ def test_retry_now_moves_the_watchers_mark_only_when_every_project_was_requeued(
 
     done = RequeueReport({"plan": [{"id": 1}], "applied": True, "verified": True, "project": {"full_path": "a/b"}})
 
-    def fake(settings: Settings, targets: dict[str, list[int]]) -> list[RequeueReport]:
-        if "acme/broken" in targets:
+    def fake(settings: Settings, project: str, ids: list[int]) -> RequeueReport:
+        if project == "acme/broken":
             raise ConnectError("SSH connection to gitlab failed")
-        return [done]
+        return done
 
-    monkeypatch.setattr(pending, "requeue_waiting", fake)
+    monkeypatch.setattr(pending, "requeue_project", fake)
     (tmp_path / "stub").mkdir()
     mark = tmp_path / "stub" / "not_before"
     mark.write_text("1796119201\n")

@@ -11,7 +11,6 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import pytest
 import trustme
@@ -25,6 +24,7 @@ from glcleanup.stub.deploy import read_status, stub_off
 from glcleanup.transport import LocalHost
 from tests.lab_proxy import ProbeFixingProxy
 from tests.support.net import free_port, wait_until
+from tests.support.running_lab import boots, row
 
 pytestmark = [
     pytest.mark.skipif(shutil.which("docker-registry") is None, reason="docker-registry missing"),
@@ -64,15 +64,6 @@ def new_repository(lab: Lab, tags: tuple[str, ...] = ("latest",)) -> tuple[str, 
     return f"acme/{project}", rid, path
 
 
-def row(lab: Lab, rid: int) -> dict[str, Any] | None:
-    conn = schema.connect(lab.db_path)
-    try:
-        found = conn.execute("SELECT * FROM container_repositories WHERE id = ?", (rid,)).fetchone()
-        return dict(found) if found else None
-    finally:
-        conn.close()
-
-
 def sql(lab: Lab, statement: str, *args: object) -> None:
     conn = sqlite3.connect(lab.db_path)
     try:
@@ -80,10 +71,6 @@ def sql(lab: Lab, statement: str, *args: object) -> None:
         conn.commit()
     finally:
         conn.close()
-
-
-def boots(lab: Lab) -> int:
-    return lab.boot_log.read_text().count("\n") if lab.boot_log.exists() else 0
 
 
 def requeue(lab: Lab, project: str, *extra: str, registry_url: str | None = None) -> Result:
@@ -303,11 +290,11 @@ def test_quiet_watcher_keeps_the_proxy_up_past_gitlabs_pending_retry(lab: Lab, t
     real = lab.registry_api_url()
     host = LocalHost()
     try:
-        result, _ = proxy_on(lab, tls, tmp_path / "stub", "--quiet-minutes", "0.05", "--yes")  # 3 s quiet
+        result, _ = proxy_on(lab, tls, tmp_path / "stub", "--quiet-minutes", "0.1", "--yes")  # 6 s quiet
         assert result.exit_code == 0, result.output
         assert [p["id"] for p in json.loads(result.stdout)["gitlab"]["pending"] if p["id"] == rid] == [rid]
         wait_until(lambda: time.time() >= retry_at - 1, 30)
-        assert read_status(host, str(tmp_path / "stub")).to_json()["state"] == "on"   # well past 3 quiet s
+        assert read_status(host, str(tmp_path / "stub")).to_json()["state"] == "on"   # well past the 6 quiet s
         wait_until(lambda: read_status(host, str(tmp_path / "stub")).to_json().get("last_off"), 40)
         status = read_status(host, str(tmp_path / "stub")).to_json()
         assert (status["state"], status["last_off"]["reason"]) == ("off", "quiet")

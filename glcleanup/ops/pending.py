@@ -72,14 +72,13 @@ def waiting_in_backoff(pending: dict[str, Any]) -> dict[str, list[int]]:
     return dict(sorted(groups.items()))
 
 
-def requeue_waiting(settings: Settings, targets: dict[str, list[int]]) -> list[RequeueReport]:
-    """Requeue each project's waiting rows (one boot and one journal per project, as `glcleanup requeue`).
+def requeue_project(settings: Settings, project: str, ids: list[int]) -> RequeueReport:
+    """One project's waiting rows requeued: one boot and one journal, exactly as `glcleanup requeue`.
 
     requeue itself replays GitLab's probe against --registry-url first, so a stub that does not make
     GitLab delete by digest is caught here too, and the rows stay as they were.
     """
-    return [requeue(settings, RequeueRequest(project=project, repositories=list(ids), apply=True))
-            for project, ids in targets.items()]
+    return requeue(settings, RequeueRequest(project=project, repositories=list(ids), apply=True))
 
 
 @dataclass
@@ -109,7 +108,7 @@ def retry_now(settings: Settings, host: Host, directory: str, targets: dict[str,
     done = RetryNow()
     for project, ids in targets.items():
         try:
-            done.reports.extend(requeue_waiting(settings, {project: ids}))
+            done.reports.append(requeue_project(settings, project, ids))
         except GlcleanupError as exc:
             done.errors[project] = str(exc)
     if quiet and done.ok and done.reports:

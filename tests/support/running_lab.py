@@ -42,6 +42,16 @@ def table(lab: Lab) -> dict[int, dict[str, Any]]:
         conn.close()
 
 
+def row(lab: Lab, rid: int) -> dict[str, Any] | None:
+    """One container_repositories row, or None once GitLab (or glcleanup) removed it."""
+    conn = schema.connect(lab.database)
+    try:
+        found = conn.execute("SELECT * FROM container_repositories WHERE id = ?", (rid,)).fetchone()
+        return dict(found) if found else None
+    finally:
+        conn.close()
+
+
 def status(lab: Lab, rid: int) -> int | None:
     row = table(lab).get(rid)
     return None if row is None else row["status"]
